@@ -1,0 +1,1 @@
+"""Exporters that read the room event log, e.g. into a matrixdir."""

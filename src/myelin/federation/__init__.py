@@ -1,0 +1,1 @@
+"""Server-Server API: the receiver (inbound transactions, queries) and the sender (outbound)."""

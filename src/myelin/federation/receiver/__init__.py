@@ -1,0 +1,1 @@
+"""Federation receiver: verifies inbound PDUs and hands them to the roomserver input."""

@@ -1,0 +1,1 @@
+"""Federation sender: reads the room event log and delivers new events to remote servers."""

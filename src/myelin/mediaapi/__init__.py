@@ -1,0 +1,1 @@
+"""Media repository: uploads, downloads, thumbnails, stored as files in the data directory."""

@@ -1,0 +1,1 @@
+"""Push: reads the room event log, evaluates push rules, counts notifications, feeds pushers."""

@@ -1,0 +1,1 @@
+"""Process wiring: configuration, data directory, ASGI application and listeners."""

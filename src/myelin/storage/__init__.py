@@ -1,0 +1,1 @@
+"""Storage backends (SQLite embedded default, PostgreSQL scale-out) behind one interface."""

@@ -1,0 +1,1 @@
+"""Accounts, devices, access tokens, account data and filters."""
