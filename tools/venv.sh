@@ -7,6 +7,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 extra=${1:-}
 venv=$root/.venv
 py=${PYTHON:-python3}
+# One installer at a time (tests, servers and helpers may start together).
+mkdir -p "$root/.venv-lock.d" 2>/dev/null || true
+exec 9>"$root/.venv-lock.d/lock"
+flock 9
 if [[ ! -x $venv/bin/python ]]; then
   if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "Myelin needs Python 3.11 or newer as '$py' (set PYTHON=/path/to/python3.11)." >&2
