@@ -8,6 +8,7 @@ fail, never skip, without it). `open_jetstream` is the JetStream factory alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,8 @@ async def _jetstream_factory() -> AsyncIterator[OpenLog]:
     from myelin.eventlog.jetstream import JetStreamEventLog
 
     try:
-        nc = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
+        async with asyncio.timeout(5):  # the client can hang on a refused connection
+            nc = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
     except Exception as exc:
         pytest.fail(
             f"these tests need NATS with JetStream on {NATS_URL} (`nats-server -js`), "

@@ -3,7 +3,10 @@
 A child process appends from several concurrent tasks and prints every acknowledged
 offset with its payload digest; the parent kills it with SIGKILL at a random moment
 (during start-up and recovery, or mid-stream), reopens the log, and checks that every
-promise printed so far, in this run and all earlier ones, is kept exactly once.
+promise printed so far, in this run and all earlier ones, is kept exactly once. Half of
+the runs also simulate a power loss by tearing the unacknowledged tail, which SIGKILL
+alone never does. The seed of the random choices is printed (shown on failure) and can
+be fixed with MYELIN_CRASH_SEED (kill timing still varies with the machine).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _run_child_and_kill(directory: Path, seed: int, rng: random.Random) -> list[
         if rng.random() < 0.25:
             time.sleep(rng.uniform(0.0, 0.15))  # may land in start-up or recovery
         else:
-            wanted = rng.randrange(1, 400)
+            wanted = rng.randrange(1, 200)
             while wanted > 0:
                 line = proc.stdout.readline()
                 if not line:
@@ -112,7 +115,9 @@ async def _check(directory: Path, acked: dict[int, str], committed: int) -> tupl
 
 def test_sigkill_loses_no_acknowledged_record(tmp_path: Path) -> None:
     directory = tmp_path / "log"
-    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    seed = int(os.environ.get("MYELIN_CRASH_SEED") or int.from_bytes(os.urandom(4), "big"))
+    print(f"crash test seed: MYELIN_CRASH_SEED={seed}")
+    rng = random.Random(seed)
     acked: dict[int, str] = {}
     committed = 0
     heads = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from myelin.eventlog import DiskEventLog, LogLockedError, LogRecord
+from myelin.eventlog import DiskEventLog, LogLockedError, LogRecord, LogUnavailableError
 from myelin.eventlog.framing import (
     MAX_PAYLOAD_BYTES,
     Frame,
@@ -208,3 +208,11 @@ async def test_one_read_spanning_many_chunks_and_large_records(tmp_path: Path) -
         got = await log.read(1, 300)
         assert [e.record for e in got] == records
         assert [e.record for e in await log.read(150, 3)] == records[149:152]
+
+
+async def test_a_directory_that_cannot_be_used_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_bytes(b"")
+    with pytest.raises(LogUnavailableError, match="cannot open the event log"):
+        async with DiskEventLog(not_a_directory / "log"):
+            pass

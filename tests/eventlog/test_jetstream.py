@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from myelin.eventlog import InvalidRecordError, LogFailedError, LogRecord
-from myelin.eventlog.jetstream import (
-    JetStreamEventLog,
-    LogUnavailableError,
-    decode_room,
-    encode_room,
-)
+from myelin.eventlog import InvalidRecordError, LogFailedError, LogRecord, LogUnavailableError
+from myelin.eventlog.jetstream import JetStreamEventLog, decode_room, encode_room
 from tests.eventlog.conftest import OpenLog
 from tests.eventlog.helpers import rec
 
@@ -26,7 +21,7 @@ def test_room_ids_map_to_single_subject_tokens_and_back(room_id: str) -> None:
 
 
 async def test_an_unreachable_server_is_a_clear_error() -> None:
-    log = JetStreamEventLog(servers="nats://127.0.0.1:1", stream="UNREACHABLE")
+    log = JetStreamEventLog(servers="nats://127.0.0.1:1", stream="UNREACHABLE", connect_timeout=1)
     with pytest.raises(LogUnavailableError, match=r"cannot reach NATS at nats://127\.0\.0\.1:1"):
         async with log:
             pass

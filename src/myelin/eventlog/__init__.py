@@ -23,6 +23,7 @@ from myelin.eventlog.errors import (
     LogClosedError,
     LogFailedError,
     LogLockedError,
+    LogUnavailableError,
     OffsetError,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "LogLockedError",
     "LogRecord",
     "LogStats",
+    "LogUnavailableError",
     "OffsetError",
     "check_reader_name",
 ]

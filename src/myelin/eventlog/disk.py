@@ -34,7 +34,12 @@ from typing import Any, Self
 
 from myelin.eventlog import offsets as offset_files
 from myelin.eventlog.api import LogEntry, LogRecord, LogStats, check_reader_name
-from myelin.eventlog.errors import LogClosedError, LogLockedError, OffsetError
+from myelin.eventlog.errors import (
+    LogClosedError,
+    LogLockedError,
+    LogUnavailableError,
+    OffsetError,
+)
 from myelin.eventlog.framing import encode_frame
 from myelin.eventlog.groupcommit import GroupCommitter, record_cost, wait_through_cancellation
 from myelin.eventlog.segments import (
@@ -190,6 +195,15 @@ class DiskEventLog:
                 await self._task_group.__aexit__(exc_type, exc, tb)
 
     def _open_blocking(self) -> _Recovered:
+        try:
+            return self._open_files()
+        except OSError as exc:
+            raise LogUnavailableError(
+                f"cannot open the event log in {self._dir}: {exc.strerror or exc} "
+                f"({type(exc).__name__})"
+            ) from exc
+
+    def _open_files(self) -> _Recovered:
         if not os.path.isdir(self._readers_dir):
             os.makedirs(self._readers_dir, exist_ok=True)
             # Make the new directories themselves durable, not just their contents.

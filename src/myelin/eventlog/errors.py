@@ -39,6 +39,11 @@ class LogFailedError(EventLogError):
     """
 
 
+class LogUnavailableError(EventLogError):
+    """The log's storage cannot be reached or set up: a directory that cannot be created
+    or read, or a NATS server that does not answer or refuses to create the stream."""
+
+
 class LogLockedError(EventLogError):
     """Another process (or another open log object) already writes to this directory."""
 

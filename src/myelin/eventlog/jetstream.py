@@ -52,6 +52,7 @@ from myelin.eventlog.errors import (
     EventLogError,
     InvalidRecordError,
     LogClosedError,
+    LogUnavailableError,
     OffsetError,
 )
 from myelin.eventlog.groupcommit import GroupCommitter
@@ -59,10 +60,6 @@ from myelin.eventlog.groupcommit import GroupCommitter
 DEFAULT_SERVERS = "nats://127.0.0.1:4222"
 _STREAMED_READ = 16  # reads of this many records or more use a consumer
 _HEADER_ALLOWANCE = 512  # bytes of a message's limit taken by subject and headers
-
-
-class LogUnavailableError(EventLogError):
-    """The log's service (NATS) cannot be reached or refused to set the log up."""
 
 
 def encode_room(room_id: str) -> str:
@@ -92,6 +89,7 @@ class JetStreamEventLog:
         replicas: int = 1,
         max_batch_bytes: int = 4 * 1024 * 1024,
         timeout: float = 10.0,
+        connect_timeout: float = 2.0,
     ) -> None:
         self._servers = servers
         self._stream = stream
@@ -99,6 +97,7 @@ class JetStreamEventLog:
         self._bucket = f"{stream}_readers"
         self._replicas = replicas
         self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._committer = GroupCommitter(
             self._write, max_batch_bytes=max_batch_bytes, name=f"the JetStream stream {stream}"
         )
@@ -143,13 +142,16 @@ class JetStreamEventLog:
             """Connection errors surface as failed calls; nothing to log twice."""
 
         try:
-            self._nc = await nats.connect(
-                self._servers,
-                connect_timeout=2,
-                allow_reconnect=False,
-                max_reconnect_attempts=0,
-                error_cb=ignore,
-            )
+            # The client's own connect timeout does not always fire when the server
+            # refuses the connection, so bound the whole attempt here as well.
+            async with asyncio.timeout(self._connect_timeout + 1):
+                self._nc = await nats.connect(
+                    self._servers,
+                    connect_timeout=self._connect_timeout,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=0,
+                    error_cb=ignore,
+                )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise LogUnavailableError(
                 f"cannot reach NATS at {self._servers} ({exc!r}); the JetStream event log "
@@ -361,8 +363,10 @@ class JetStreamEventLog:
         if count < _STREAMED_READ:
             return list(await asyncio.gather(*map(self._get, range(from_offset, upto + 1))))
         # Longer ranges: a short-lived pull consumer hands them over in one fetch.
+        name = f"read_{uuid.uuid4().hex}"  # removed below, or by the server when idle
         sub = await self._js.pull_subscribe(
             f"{self._prefix}.>",
+            durable=name,
             stream=self._stream,
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -386,10 +390,9 @@ class JetStreamEventLog:
                         )
                     entries.append(self._entry(offset, msg.subject, msg.data))
         finally:
-            info = sub._consumer  # the generated consumer name
             await sub.unsubscribe()
             with contextlib.suppress(nats.errors.Error):
-                await self._js.delete_consumer(self._stream, info)
+                await self._js.delete_consumer(self._stream, name)
         return entries
 
     async def tail(self, from_offset: int) -> AsyncIterator[LogEntry]:

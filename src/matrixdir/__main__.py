@@ -1,0 +1,5 @@
+"""`python -m matrixdir` is the `matrixdir` command."""
+
+from matrixdir.cli import main
+
+main()

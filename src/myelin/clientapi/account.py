@@ -1,0 +1,202 @@
+"""Registration, login, logout, whoami, password change, deactivation, token refresh.
+
+Spec: client-server-api/_index.md ("Client Authentication", "Account registration and
+management") and data/api/client-server/{registration,login,logout,refresh,whoami,
+password_management,account_deactivation}.yaml.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from myelin.clientapi.context import ClientContext
+from myelin.clientapi.http import (
+    MatrixError,
+    Request,
+    Response,
+    bad_json,
+    forbidden,
+    json_response,
+    opt_bool,
+    opt_str,
+    req_str,
+)
+from myelin.clientapi.router import CLIENT_PREFIXES, Router
+from myelin.clientapi.uia import DUMMY, PASSWORD, authenticate, identifier_user
+from myelin.userapi.accounts import Session, UserAPIError
+
+REGISTER_FLOWS = [[DUMMY]]
+PASSWORD_FLOWS = [[PASSWORD]]
+MAX_PASSWORD_LENGTH = 512
+
+
+def _paths(suffix: str) -> list[str]:
+    return [p + suffix for p in CLIENT_PREFIXES]
+
+
+def session_json(ctx: ClientContext, s: Session) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "user_id": s.user_id,
+        "access_token": s.access_token,
+        "device_id": s.device_id,
+        "home_server": ctx.server_name,
+    }
+    if s.refresh_token is not None:
+        out["refresh_token"] = s.refresh_token
+    if s.expires_in_ms is not None:
+        out["expires_in_ms"] = s.expires_in_ms
+    return out
+
+
+def _check_password_value(password: str | None) -> None:
+    if password is not None and len(password) > MAX_PASSWORD_LENGTH:
+        raise bad_json("Password is too long")
+
+
+def install(router: Router, ctx: ClientContext) -> None:
+    users = ctx.users
+
+    async def register(req: Request) -> Response:
+        kind = req.query_param("kind") or "user"
+        if kind not in ("user", "guest"):
+            raise MatrixError(400, "M_INVALID_PARAM", "kind must be 'user' or 'guest'")
+        body = req.json()
+        username = opt_str(body, "username")
+        password = opt_str(body, "password")
+        _check_password_value(password)
+        device_id = opt_str(body, "device_id")
+        display_name = opt_str(body, "initial_device_display_name")
+        inhibit = opt_bool(body, "inhibit_login")
+        refreshable = opt_bool(body, "refresh_token")
+        if kind == "guest":
+            if not ctx.config.allow_guest_access:
+                raise forbidden("Guest access is disabled")
+            user_id = users.check_new_localpart(f"guest{secrets.randbelow(10**12)}")
+            await users.create_account(user_id, None, is_guest=True)
+        else:
+            if not ctx.config.registration_open:
+                raise forbidden("Registration is disabled")
+            if username is not None:
+                user_id = users.check_new_localpart(username.lower())
+                if not await users.is_available(user_id):
+                    raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
+            else:
+                user_id = users.check_new_localpart(secrets.token_hex(6))
+            await authenticate(ctx, req, body, REGISTER_FLOWS, None)
+            await users.create_account(user_id, password)
+        if inhibit:
+            return json_response({"user_id": user_id, "home_server": ctx.server_name})
+        session = await users.login(
+            user_id,
+            device_id=device_id,
+            display_name=display_name,
+            ip=req.client_ip,
+            refreshable=refreshable,
+        )
+        return json_response(session_json(ctx, session))
+
+    async def available(req: Request) -> Response:
+        username = req.query_param("username")
+        if not username:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing 'username'")
+        user_id = users.check_new_localpart(username.lower())
+        if not await users.is_available(user_id):
+            raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
+        return json_response({"available": True})
+
+    async def login_flows(req: Request) -> Response:
+        return json_response({"flows": [{"type": PASSWORD}]})
+
+    async def login(req: Request) -> Response:
+        body = req.json()
+        login_type = req_str(body, "type")
+        if login_type != PASSWORD:
+            raise MatrixError(400, "M_UNKNOWN", f"Unknown login type {login_type}")
+        password = req_str(body, "password")
+        _check_password_value(password)
+        name = identifier_user(body)
+        if name is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing identifier")
+        try:
+            user_id = users.user_id_for(name)
+        except UserAPIError:
+            raise forbidden("Invalid username or password") from None
+        device_id = opt_str(body, "device_id")
+        display_name = opt_str(body, "initial_device_display_name")
+        refreshable = opt_bool(body, "refresh_token")
+        if not await users.verify_password(user_id, password):
+            info = await users.account(user_id)
+            if info is not None and info[1]:
+                raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+            raise forbidden("Invalid username or password")
+        session = await users.login(
+            user_id,
+            device_id=device_id,
+            display_name=display_name,
+            ip=req.client_ip,
+            refreshable=refreshable,
+        )
+        return json_response(session_json(ctx, session))
+
+    async def refresh(req: Request) -> Response:
+        body = req.json()
+        token = req_str(body, "refresh_token")
+        session = await users.refresh(token)
+        out: dict[str, Any] = {"access_token": session.access_token}
+        if session.refresh_token is not None:
+            out["refresh_token"] = session.refresh_token
+        if session.expires_in_ms is not None:
+            out["expires_in_ms"] = session.expires_in_ms
+        return json_response(out)
+
+    async def logout(req: Request) -> Response:
+        who = req.user()
+        await users.logout(who.user_id, who.device_id)
+        return json_response({})
+
+    async def logout_all(req: Request) -> Response:
+        await users.logout_all(req.user().user_id)
+        return json_response({})
+
+    async def whoami(req: Request) -> Response:
+        who = req.user()
+        return json_response(
+            {"user_id": who.user_id, "device_id": who.device_id, "is_guest": who.is_guest}
+        )
+
+    async def change_password(req: Request) -> Response:
+        who = req.user()
+        body = req.json()
+        new_password = req_str(body, "new_password")
+        _check_password_value(new_password)
+        if not new_password:
+            raise MatrixError(400, "M_WEAK_PASSWORD", "The new password must not be empty")
+        logout_devices = opt_bool(body, "logout_devices", default=True)
+        await authenticate(ctx, req, body, PASSWORD_FLOWS, who.user_id)
+        await users.set_password(
+            who.user_id, new_password, keep_device=who.device_id, logout_devices=logout_devices
+        )
+        return json_response({})
+
+    async def deactivate(req: Request) -> Response:
+        who = req.user()
+        body = req.json_or_empty()
+        # Checked for type only: no third-party IDs are stored (nothing to unbind), and
+        # erasure has nothing extra to erase yet.
+        opt_str(body, "id_server")
+        opt_bool(body, "erase")
+        await authenticate(ctx, req, body, PASSWORD_FLOWS, who.user_id)
+        await users.deactivate(who.user_id)
+        return json_response({"id_server_unbind_result": "no-support"})
+
+    router.add("POST", _paths("/register"), register, ratelimit=True)
+    router.add("GET", _paths("/register/available"), available, ratelimit=True)
+    router.add("GET", _paths("/login"), login_flows)
+    router.add("POST", _paths("/login"), login, ratelimit=True)
+    router.add("POST", _paths("/refresh"), refresh, ratelimit=True)
+    router.add("POST", _paths("/logout"), logout, auth=True, allow_guest=True)
+    router.add("POST", _paths("/logout/all"), logout_all, auth=True, allow_guest=True)
+    router.add("GET", _paths("/account/whoami"), whoami, auth=True, allow_guest=True)
+    router.add("POST", _paths("/account/password"), change_password, auth=True, ratelimit=True)
+    router.add("POST", _paths("/account/deactivate"), deactivate, auth=True, ratelimit=True)

@@ -1,0 +1,142 @@
+"""Making local events: the one path by which a client's action becomes a room event.
+
+For an action in an existing room: take the forward extremities and depth from the
+roomserver, the auth events from its current state (`auth_types_for_event`), build and
+sign the event with the server's key, submit it, and answer only once the roomserver's
+input returned (the log append is the commit point). A rejected or soft-failed event is
+M_FORBIDDEN with the roomserver's reason. The writer also waits until the sync reader
+has applied the event, so a client reads its own writes in `/sync`, `/messages` and the
+room queries straight away.
+
+Events of one room are built one at a time (a lock per room), so that concurrent
+requests chain their events instead of forking the room's DAG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from myelin.clientapi.http import MatrixError, forbidden
+from myelin.core.auth import auth_types_for_event
+from myelin.core.builder import EventBuildError, EventRef, EventSizeError, build_event
+from myelin.core.events import Event
+from myelin.core.roomversions import EventFormat, room_version
+from myelin.core.signing import SigningKey
+from myelin.roomserver.roomserver import Roomserver
+from myelin.roomserver.types import InputError, InputEvent, Status, UnknownRoomError
+from myelin.syncapi.notifier import Notifier
+
+MAX_PREV_EVENTS = 20
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def build_error(exc: Exception) -> MatrixError:
+    if isinstance(exc, EventSizeError):
+        return MatrixError(413, "M_TOO_LARGE", str(exc))
+    return MatrixError(400, "M_BAD_JSON", str(exc))
+
+
+class RoomWriter:
+    def __init__(
+        self, rs: Roomserver, notifier: Notifier, server_name: str, key: SigningKey
+    ) -> None:
+        self.rs = rs
+        self.notifier = notifier
+        self.server_name = server_name
+        self.key = key
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    async def _lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = self._locks[room_id] = asyncio.Lock()
+        return lock
+
+    async def send(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        redacts: str | None = None,
+        require_joined: bool = True,
+        on_built: Callable[[str], Awaitable[None]] | None = None,
+    ) -> str:
+        """Build, sign and commit one event; returns its ID once it is served by sync.
+
+        `on_built` is called with the event ID after the event is built and before it is
+        submitted (the client API records transaction IDs there, so that a record exists
+        for every event that may reach the log)."""
+        lock = await self._lock(room_id)
+        async with lock:
+            try:
+                latest = await self.rs.latest_events(room_id)
+            except UnknownRoomError:
+                raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id}") from None
+            version = room_version(latest.room_version)
+            keys = auth_types_for_event(
+                version,
+                event_type=event_type,
+                sender=sender,
+                state_key=state_key,
+                content=content,
+            )
+            auth = await self.rs.current_state_events(room_id, keys)
+            if require_joined:
+                member = auth.get(("m.room.member", sender))
+                if member is None or member.membership != "join":
+                    raise forbidden(f"User {sender} is not joined to room {room_id}")
+            prevs: list[EventRef] = list(latest.prev_event_ids[:MAX_PREV_EVENTS])
+            if version.event_format is EventFormat.V1:
+                found = await self.rs.events([str(p) for p in prevs])
+                prevs = [found[str(p)] for p in prevs if str(p) in found]
+            auth_refs: list[EventRef] = (
+                list(auth.values())
+                if version.event_format is EventFormat.V1
+                else [e.event_id for e in auth.values()]
+            )
+            try:
+                event = build_event(
+                    version,
+                    room_id=room_id,
+                    sender=sender,
+                    type=event_type,
+                    content=content,
+                    state_key=state_key,
+                    prev_events=prevs,
+                    auth_events=auth_refs,
+                    depth=latest.depth,
+                    origin_server_ts=now_ms(),
+                    server_name=self.server_name,
+                    signing_key=self.key,
+                    redacts=redacts,
+                )
+            except (EventBuildError, EventSizeError) as exc:
+                raise build_error(exc) from None
+            if on_built is not None:
+                await on_built(event.event_id)
+            offset = await self.submit([event])
+        await self.notifier.wait_for_position(offset)
+        return event.event_id
+
+    async def submit(self, events: list[Event]) -> int:
+        """Submit events in order; M_FORBIDDEN if any is not accepted. Returns the log
+        offset of the last one."""
+        results = await self.rs.input([InputEvent(e) for e in events])
+        offset = 0
+        for result in results:
+            if isinstance(result, InputError):
+                raise MatrixError(400, "M_UNKNOWN", str(result))
+            if result.status is not Status.ACCEPTED:
+                raise forbidden(result.reason or "Event not allowed")
+            offset = max(offset, result.log_offset)
+        return offset

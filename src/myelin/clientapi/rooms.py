@@ -1,0 +1,468 @@
+"""Room endpoints of the Client-Server API: create, membership, send, state, redact,
+room reads, `/sync`, `/messages`, `/context`, and the local directory.
+
+Writes go through `RoomWriter` (build, sign, submit to the roomserver, answer after the
+log append); reads come from the sync API's projections of the log, so what a client
+reads here is what `/sync` serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from myelin.clientapi import createroom
+from myelin.clientapi.context import ClientContext
+from myelin.clientapi.directory import Directory, check_room_id
+from myelin.clientapi.http import (
+    MatrixError,
+    Request,
+    Response,
+    bad_json,
+    forbidden,
+    invalid_param,
+    json_response,
+    not_found,
+    opt_str,
+    req_str,
+)
+from myelin.clientapi.room_events import RoomWriter
+from myelin.clientapi.router import CLIENT_PREFIXES, Router
+from myelin.core.auth import is_valid_user_id
+from myelin.core.identifiers import is_valid_room_alias
+from myelin.roomserver.roomserver import Roomserver
+from myelin.roomserver.types import Status
+from myelin.syncapi.filters import MAX_LIMIT, EventFilter, SyncFilter, parse_json_filter
+from myelin.syncapi.sync import Requester as SyncRequester
+from myelin.syncapi.sync import SyncAPI
+from myelin.syncapi.tokens import StreamToken
+
+MAX_TXN_ID = 255
+
+
+def _paths(suffix: str) -> list[str]:
+    return [p + suffix for p in CLIENT_PREFIXES]
+
+
+@dataclass
+class Rooms:
+    """The components the room endpoints use."""
+
+    ctx: ClientContext
+    rs: Roomserver
+    writer: RoomWriter
+    sync: SyncAPI
+    directory: Directory
+
+    def __post_init__(self) -> None:
+        self._txn_locks: dict[tuple[str, str, str, str], asyncio.Lock] = {}
+
+
+def _who(req: Request) -> SyncRequester:
+    user = req.user()
+    return SyncRequester(user.user_id, user.device_id)
+
+
+def _int_param(req: Request, name: str, default: int, maximum: int = MAX_LIMIT) -> int:
+    value = req.query_param(name)
+    if value is None or value == "":
+        return default
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise invalid_param(f"'{name}' must be a non-negative integer")
+    return min(int(value), maximum)
+
+
+def _room_param(req: Request) -> str:
+    return check_room_id(req.params["room_id"])
+
+
+def install(router: Router, rooms: Rooms) -> None:
+    ctx, writer, sync, directory = rooms.ctx, rooms.writer, rooms.sync, rooms.directory
+
+    async def load_filter(req: Request) -> SyncFilter:
+        text = req.query_param("filter")
+        if text is None or text == "":
+            return SyncFilter()
+        if text.lstrip().startswith("{"):
+            return SyncFilter.parse(parse_json_filter(text))
+        found = await ctx.users.get_filter(req.user().user_id, text)
+        if found is None:
+            raise MatrixError(400, "M_INVALID_PARAM", f"No filter with ID {text!r}")
+        return SyncFilter.parse(found)
+
+    def event_filter(req: Request) -> EventFilter:
+        text = req.query_param("filter")
+        if text is None or text == "":
+            return EventFilter()
+        return EventFilter.parse(parse_json_filter(text))
+
+    # ---------------------------------------------------------------- create and membership
+
+    async def create_room(req: Request) -> Response:
+        who = req.user()
+        body = req.json(canonical=True)
+        alias = None
+        alias_name = opt_str(body, "room_alias_name")
+        if alias_name is not None:
+            alias = f"#{alias_name}:{ctx.server_name}"
+            directory.check_alias(alias)
+            if await directory.resolve(alias) is not None:
+                raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} already taken")
+        room_id, events = createroom.build_room(
+            writer, who.user_id, body, ctx.config.default_room_version, alias
+        )
+        offset = await writer.submit(events)
+        if alias is not None:
+            await directory.add(alias, room_id, who.user_id)
+        if body.get("visibility") == "public":
+            await directory.set_public(room_id, True)
+        await writer.notifier.wait_for_position(offset)
+        return json_response({"room_id": room_id})
+
+    async def membership(
+        room_id: str, sender: str, target: str, membership: str, body: dict[str, Any]
+    ) -> None:
+        if not is_valid_user_id(target):
+            raise invalid_param(f"Invalid user ID {target[:100]!r}")
+        content: dict[str, Any] = {"membership": membership}
+        reason = opt_str(body, "reason")
+        if reason is not None:
+            content["reason"] = reason
+        await writer.send(
+            room_id, sender, "m.room.member", content, state_key=target, require_joined=False
+        )
+
+    async def resolve_target(req: Request) -> str:
+        """The room named by `{roomIdOrAlias}` (aliases of this server only)."""
+        target = req.params["room_id_or_alias"]
+        if not target.startswith("#"):
+            return check_room_id(target)
+        if not is_valid_room_alias(target):
+            raise invalid_param("Invalid room alias")
+        room_id = await directory.resolve(target)
+        if room_id is None:
+            raise not_found(f"Room alias {target} not found")
+        return room_id
+
+    async def join_by_id_or_alias(req: Request) -> Response:
+        room_id = await resolve_target(req)
+        await membership(
+            room_id, req.user().user_id, req.user().user_id, "join", req.json_or_empty()
+        )
+        return json_response({"room_id": room_id})
+
+    async def knock(req: Request) -> Response:
+        room_id = await resolve_target(req)
+        who = req.user().user_id
+        await membership(room_id, who, who, "knock", req.json_or_empty())
+        return json_response({"room_id": room_id})
+
+    async def join(req: Request) -> Response:
+        room_id = _room_param(req)
+        await membership(
+            room_id, req.user().user_id, req.user().user_id, "join", req.json_or_empty()
+        )
+        return json_response({"room_id": room_id})
+
+    async def leave(req: Request) -> Response:
+        room_id = _room_param(req)
+        who = req.user().user_id
+        if await sync.membership(who, room_id) is None:
+            raise forbidden(f"User {who} is not in room {room_id}")
+        await membership(room_id, who, who, "leave", req.json_or_empty())
+        return json_response({})
+
+    def on_other(kind: str) -> Any:
+        async def handler(req: Request) -> Response:
+            room_id = _room_param(req)
+            body = req.json()
+            target = req_str(body, "user_id")
+            await membership(room_id, req.user().user_id, target, kind, body)
+            return json_response({})
+
+        return handler
+
+    async def forget(req: Request) -> Response:
+        await sync.forget(req.user().user_id, _room_param(req))
+        return json_response({})
+
+    # ---------------------------------------------------------------- sending
+
+    async def send_once(req: Request, scope: str, make: Any) -> Response:
+        """Run `make(record)` once per (device, endpoint scope, txn ID); repeats get the
+        first answer (client-server-api "Transaction identifiers").
+
+        The transaction is recorded (durably) with the event ID before the event is
+        submitted, so a crash between the log append and the answer cannot lose it: a
+        retransmission then finds the record and the event's status in the roomserver.
+        A record whose event never reached the log is dropped and the request redone."""
+        txn_id = req.params["txn_id"]
+        if len(txn_id) > MAX_TXN_ID:
+            raise invalid_param("Transaction ID too long")
+        who = _who(req)
+        key = (who.user_id, who.device_id, scope, txn_id)
+        lock = rooms._txn_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                done = await sync.lookup_txn(who, scope, txn_id)
+                if done is not None:
+                    status = await rooms.rs.event_status(done)
+                    if status is not None and status[0] is Status.ACCEPTED:
+                        return json_response({"event_id": done})
+                    if status is not None:
+                        raise forbidden(status[1] or "Event not allowed")
+                    await sync.delete_txn(who, scope, txn_id)
+
+                async def record(event_id: str) -> None:
+                    await sync.record_txn(who, scope, txn_id, event_id)
+
+                event_id: str = await make(record)
+                return json_response({"event_id": event_id})
+        finally:
+            if not lock.locked():
+                rooms._txn_locks.pop(key, None)
+
+    async def send(req: Request) -> Response:
+        room_id = _room_param(req)
+        event_type = req.params["event_type"]
+        scope = f"send/{room_id}/{event_type}"
+
+        async def make(record: Callable[[str], Awaitable[None]]) -> str:
+            content = req.json(canonical=True)
+            return await writer.send(
+                room_id, req.user().user_id, event_type, content, on_built=record
+            )
+
+        return await send_once(req, scope, make)
+
+    async def redact(req: Request) -> Response:
+        room_id = _room_param(req)
+        target = req.params["event_id"]
+        scope = f"redact/{room_id}/{target}"
+
+        async def make(record: Callable[[str], Awaitable[None]]) -> str:
+            body = req.json_or_empty()
+            content: dict[str, Any] = {}
+            reason = opt_str(body, "reason")
+            if reason is not None:
+                content["reason"] = reason
+            return await writer.send(
+                room_id,
+                req.user().user_id,
+                "m.room.redaction",
+                content,
+                redacts=target,
+                on_built=record,
+            )
+
+        return await send_once(req, scope, make)
+
+    async def put_state(req: Request) -> Response:
+        room_id = _room_param(req)
+        event_type = req.params["event_type"]
+        state_key = req.params.get("state_key", "")
+        content = req.json(canonical=True)
+        is_member = event_type == "m.room.member"
+        if is_member and not is_valid_user_id(state_key):
+            raise invalid_param("The state key of a membership event must be a user ID")
+        if event_type == "m.room.canonical_alias":
+            for alias in [content.get("alias"), *(content.get("alt_aliases") or [])]:
+                if alias is None:
+                    continue
+                if not isinstance(alias, str) or await directory.resolve(alias) != room_id:
+                    raise MatrixError(400, "M_BAD_ALIAS", f"Alias {alias!r} does not point here")
+        # Membership changes (e.g. a per-room display name) are left to the auth rules.
+        event_id = await writer.send(
+            room_id,
+            req.user().user_id,
+            event_type,
+            content,
+            state_key=state_key,
+            require_joined=not is_member,
+        )
+        return json_response({"event_id": event_id})
+
+    # ---------------------------------------------------------------- reads
+
+    async def get_state(req: Request) -> Response:
+        return json_response(await sync.state(_who(req), _room_param(req)))
+
+    async def get_state_event(req: Request) -> Response:
+        room_id = _room_param(req)
+        event = await sync.state_content(
+            _who(req), room_id, req.params["event_type"], req.params.get("state_key", "")
+        )
+        if req.query_param("format") == "event":
+            return json_response(event)
+        return json_response(event["content"])
+
+    async def get_event(req: Request) -> Response:
+        return json_response(await sync.event(_who(req), _room_param(req), req.params["event_id"]))
+
+    async def members(req: Request) -> Response:
+        chunk = await sync.members(
+            _who(req),
+            _room_param(req),
+            req.query_param("membership"),
+            req.query_param("not_membership"),
+        )
+        return json_response({"chunk": chunk})
+
+    async def joined_members(req: Request) -> Response:
+        return json_response(await sync.joined_members(_who(req), _room_param(req)))
+
+    async def joined_rooms(req: Request) -> Response:
+        return json_response({"joined_rooms": await sync.joined_rooms(req.user().user_id)})
+
+    async def messages(req: Request) -> Response:
+        room_id = _room_param(req)
+        direction = req.query_param("dir") or "b"
+        if direction not in ("b", "f"):
+            raise invalid_param("'dir' must be 'b' or 'f'")
+        from_text = req.query_param("from")
+        to_text = req.query_param("to")
+        body = await sync.messages(
+            _who(req),
+            room_id,
+            from_token=StreamToken.parse(from_text, "from") if from_text else None,
+            to_token=StreamToken.parse(to_text, "to") if to_text else None,
+            backwards=direction == "b",
+            limit=_int_param(req, "limit", 10),
+            flt=event_filter(req),
+        )
+        return json_response(body)
+
+    async def context(req: Request) -> Response:
+        body = await sync.context(
+            _who(req),
+            _room_param(req),
+            req.params["event_id"],
+            _int_param(req, "limit", 10),
+            event_filter(req),
+        )
+        return json_response(body)
+
+    async def do_sync(req: Request) -> Response:
+        since_text = req.query_param("since")
+        since = StreamToken.parse(since_text, "since") if since_text else None
+        full_state = (req.query_param("full_state") or "false") == "true"
+        presence = req.query_param("set_presence")
+        if presence is not None and presence not in ("online", "offline", "unavailable"):
+            raise invalid_param("'set_presence' must be online, offline or unavailable")
+        timeout = _int_param(req, "timeout", 0, maximum=2**31)
+        flt = await load_filter(req)
+        if sync.presence_hook is not None:
+            await sync.presence_hook(req.user().user_id, presence or "online")
+        body = await sync.sync(_who(req), since, flt, timeout_ms=timeout, full_state=full_state)
+        return json_response(body)
+
+    # ---------------------------------------------------------------- directory
+
+    async def put_alias(req: Request) -> Response:
+        alias = req.params["room_alias"]
+        body = req.json()
+        room_id = check_room_id(req_str(body, "room_id"))
+        if await rooms.rs.room_version(room_id) is None:
+            raise not_found(f"Unknown room {room_id}")
+        await directory.add(alias, room_id, req.user().user_id)
+        return json_response({})
+
+    async def get_alias(req: Request) -> Response:
+        alias = req.params["room_alias"]
+        if not is_valid_room_alias(alias):
+            raise invalid_param("Invalid room alias")
+        room_id = await directory.resolve(alias)
+        if room_id is None:
+            raise not_found(f"Room alias {alias} not found")
+        return json_response({"room_id": room_id, "servers": [ctx.server_name]})
+
+    async def delete_alias(req: Request) -> Response:
+        user_id = req.user().user_id
+        await directory.remove(req.params["room_alias"], user_id, await ctx.users.is_admin(user_id))
+        return json_response({})
+
+    async def room_aliases(req: Request) -> Response:
+        room_id = _room_param(req)
+        found = await sync.membership(req.user().user_id, room_id)
+        if found is None or found[0] != "join":
+            raise forbidden("You are not joined to this room")
+        return json_response({"aliases": await directory.aliases_of(room_id)})
+
+    async def get_visibility(req: Request) -> Response:
+        room_id = _room_param(req)
+        if await rooms.rs.room_version(room_id) is None:
+            raise not_found(f"Unknown room {room_id}")
+        public = await directory.is_public(room_id)
+        return json_response({"visibility": "public" if public else "private"})
+
+    async def put_visibility(req: Request) -> Response:
+        room_id = _room_param(req)
+        body = req.json()
+        visibility = opt_str(body, "visibility") or "public"
+        if visibility not in ("public", "private"):
+            raise invalid_param("'visibility' must be 'public' or 'private'")
+        if await rooms.rs.room_version(room_id) is None:
+            raise not_found(f"Unknown room {room_id}")
+        found = await sync.membership(req.user().user_id, room_id)
+        if found is None or found[0] != "join":
+            raise forbidden("You are not joined to this room")
+        await directory.set_public(room_id, visibility == "public")
+        return json_response({})
+
+    async def public_rooms_get(req: Request) -> Response:
+        limit = req.query_param("limit")
+        body = await directory.public_rooms(
+            _int_param(req, "limit", 0) if limit else None, req.query_param("since"), None
+        )
+        return json_response(body)
+
+    async def public_rooms_post(req: Request) -> Response:
+        body = req.json_or_empty()
+        limit = body.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise bad_json("'limit' must be an integer")
+        flt = body.get("filter") or {}
+        if not isinstance(flt, dict):
+            raise bad_json("'filter' must be an object")
+        term = flt.get("generic_search_term")
+        if term is not None and not isinstance(term, str):
+            raise bad_json("'generic_search_term' must be a string")
+        since = opt_str(body, "since")
+        return json_response(await directory.public_rooms(limit, since, term))
+
+    room = "/rooms/{room_id}"
+    add = router.add
+    add("POST", _paths("/createRoom"), create_room, auth=True)
+    add("POST", _paths("/join/{room_id_or_alias}"), join_by_id_or_alias, auth=True)
+    add("POST", _paths(room + "/join"), join, auth=True)
+    add("POST", _paths("/knock/{room_id_or_alias}"), knock, auth=True)
+    add("POST", _paths(room + "/leave"), leave, auth=True)
+    for kind, path in (("invite", "invite"), ("leave", "kick"), ("ban", "ban"), ("leave", "unban")):
+        add("POST", _paths(f"{room}/{path}"), on_other(kind), auth=True)
+    add("POST", _paths(room + "/forget"), forget, auth=True)
+    add("PUT", _paths(room + "/send/{event_type}/{txn_id}"), send, auth=True)
+    add("PUT", _paths(room + "/redact/{event_id}/{txn_id}"), redact, auth=True)
+    add("GET", _paths(room + "/state"), get_state, auth=True)
+    add("GET", _paths(room + "/state/{event_type}"), get_state_event, auth=True)
+    add("GET", _paths(room + "/state/{event_type}/"), get_state_event, auth=True)
+    add("PUT", _paths(room + "/state/{event_type}/"), put_state, auth=True)
+    add("GET", _paths(room + "/state/{event_type}/{state_key}"), get_state_event, auth=True)
+    add("PUT", _paths(room + "/state/{event_type}"), put_state, auth=True)
+    add("PUT", _paths(room + "/state/{event_type}/{state_key}"), put_state, auth=True)
+    add("GET", _paths(room + "/event/{event_id}"), get_event, auth=True)
+    add("GET", _paths(room + "/members"), members, auth=True)
+    add("GET", _paths(room + "/joined_members"), joined_members, auth=True)
+    add("GET", _paths(room + "/messages"), messages, auth=True)
+    add("GET", _paths(room + "/context/{event_id}"), context, auth=True)
+    add("GET", _paths(room + "/aliases"), room_aliases, auth=True)
+    add("GET", _paths("/joined_rooms"), joined_rooms, auth=True)
+    add("GET", _paths("/sync"), do_sync, auth=True, allow_guest=True)
+    add("PUT", _paths("/directory/room/{room_alias}"), put_alias, auth=True)
+    add("GET", _paths("/directory/room/{room_alias}"), get_alias)
+    add("DELETE", _paths("/directory/room/{room_alias}"), delete_alias, auth=True)
+    add("GET", _paths("/directory/list/room/{room_id}"), get_visibility)
+    add("PUT", _paths("/directory/list/room/{room_id}"), put_visibility, auth=True)
+    add("GET", _paths("/publicRooms"), public_rooms_get)
+    add("POST", _paths("/publicRooms"), public_rooms_post, auth=True)

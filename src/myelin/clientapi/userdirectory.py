@@ -1,0 +1,97 @@
+"""User directory search (users.yaml): the users who share a room with the searcher or
+are joined to a public room, matched case-insensitively on user ID and display name.
+
+Display names come from the user's profile, else from a member event. The search scans
+the candidate set in memory: fine for a small server; a search index is future work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from myelin.clientapi.http import Request, Response, bad_json, json_response, req_str
+from myelin.clientapi.router import CLIENT_PREFIXES, Router
+from myelin.storage import Database, Txn
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 100
+
+
+def paths(suffix: str) -> list[str]:
+    return [p + suffix for p in CLIENT_PREFIXES]
+
+
+async def _public_rooms(t: Txn) -> list[str]:
+    rows = await t.fetchall(
+        "SELECT s.room_id, e.pdu FROM sync_current_state s"
+        " JOIN sync_events e ON e.event_id = s.event_id"
+        " WHERE s.type = 'm.room.join_rules' AND s.state_key = ''"
+    )
+    return [
+        str(room_id)
+        for room_id, raw in rows
+        if orjson.loads(raw).get("content", {}).get("join_rule") == "public"
+    ]
+
+
+async def _candidates(t: Txn, searcher: str) -> dict[str, dict[str, str]]:
+    """Visible users -> profile fields (from member events, then overridden by profiles)."""
+    own = await t.fetchall(
+        "SELECT room_id FROM sync_memberships WHERE user_id = ? AND membership = 'join'",
+        searcher,
+    )
+    room_ids = sorted({str(r[0]) for r in own} | set(await _public_rooms(t)))
+    rows = await t.fetchall(
+        "SELECT o.user_id, e.pdu FROM sync_memberships o"
+        " JOIN sync_events e ON e.event_id = o.event_id"
+        " WHERE o.membership = 'join' AND o.room_id = ANY(?)",
+        room_ids,
+    )
+    found: dict[str, dict[str, str]] = {}
+    for user_id, raw in rows:
+        content = orjson.loads(raw).get("content", {})
+        entry = found.setdefault(str(user_id), {})
+        for key in ("displayname", "avatar_url"):
+            if isinstance(content.get(key), str) and key not in entry:
+                entry[key] = content[key]
+    if found:
+        profiles = await t.fetchall(
+            "SELECT user_id, displayname, avatar_url FROM profiles WHERE user_id = ANY(?)",
+            list(found),
+        )
+        for user_id, name, avatar in profiles:
+            entry = {}
+            if name is not None:
+                entry["displayname"] = name
+            if avatar is not None:
+                entry["avatar_url"] = avatar
+            found[str(user_id)] = entry
+    return found
+
+
+def install(router: Router, db: Database) -> None:
+    async def search(req: Request) -> Response:
+        user_id = req.user().user_id
+        body = req.json()
+        term = req_str(body, "search_term").strip().lower()
+        limit = body.get("limit", DEFAULT_LIMIT)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise bad_json("'limit' must be a non-negative integer")
+        limit = min(limit, MAX_LIMIT)
+        candidates = await db.read(lambda t: _candidates(t, user_id))
+        matches: list[dict[str, Any]] = []
+        for other in sorted(candidates):
+            fields = candidates[other]
+            name = fields.get("displayname")
+            if term in other.lower() or (name is not None and term in name.lower()):
+                result: dict[str, Any] = {"user_id": other}
+                if name is not None:
+                    result["display_name"] = name
+                if "avatar_url" in fields:
+                    result["avatar_url"] = fields["avatar_url"]
+                matches.append(result)
+        return json_response({"limited": len(matches) > limit, "results": matches[:limit]})
+
+    router.add("POST", paths("/user_directory/search"), search, auth=True)

@@ -1,0 +1,1 @@
+"""Migrations of the ephemeral component (receipts and presence)."""

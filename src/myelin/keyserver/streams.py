@@ -1,0 +1,225 @@
+"""The key server's two streams and their part of `/sync`.
+
+- The **to-device stream**: each queued message has a position; a device receives its
+  messages in order, at most `TO_DEVICE_LIMIT` per sync, and they are deleted only once
+  the device syncs again with a token at or past them (send_to_device.md, "Server
+  behaviour"): a lost response loses nothing.
+- The **device-list stream**: each change of a user's device keys, cross-signing keys or
+  signatures has a position. `device_lists.changed` holds the users sharing a room with
+  the syncing user whose keys changed, plus users who newly share a room; `left` holds
+  users who no longer share any room.
+
+Sync tokens carry both positions after the room-stream position (see
+`myelin.syncapi.tokens`): `SyncPositions` is that pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from myelin.storage import Database, Txn
+
+TO_DEVICE_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPositions:
+    """Positions in the to-device and device-list streams."""
+
+    to_device: int = 0
+    device_list: int = 0
+
+    @staticmethod
+    def from_others(others: tuple[int, ...]) -> SyncPositions:
+        """Read from the extra parts of a sync token (missing parts read as 0)."""
+        return SyncPositions(
+            others[0] if len(others) > 0 else 0, others[1] if len(others) > 1 else 0
+        )
+
+    def as_others(self) -> tuple[int, int]:
+        return (self.to_device, self.device_list)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPart:
+    """The key server's fields of one `/sync` response and the positions it reached."""
+
+    fields: dict[str, Any]
+    positions: SyncPositions
+    #: Whether there is news (a long poll should answer now).
+    news: bool
+
+
+class Streams:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ------------------------------------------------------------------ writes
+
+    async def append_device_change(self, t: Txn, user_id: str) -> None:
+        await t.execute("INSERT INTO e2e_device_list_stream (user_id) VALUES (?)", user_id)
+
+    async def acknowledge_to_device(self, user_id: str, device_id: str, upto: int) -> None:
+        """The device has seen every message up to `upto`: delete them (if any)."""
+        pending = await self.db.read(
+            lambda t: t.fetchval(
+                "SELECT 1 FROM e2e_to_device WHERE user_id = ? AND device_id = ? AND pos <= ?"
+                " LIMIT 1",
+                user_id,
+                device_id,
+                upto,
+            )
+        )
+        if pending is None:
+            return
+        await self.db.run(
+            lambda t: t.execute(
+                "DELETE FROM e2e_to_device WHERE user_id = ? AND device_id = ? AND pos <= ?",
+                user_id,
+                device_id,
+                upto,
+            )
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    async def sharing_users(self, t: Txn, user_id: str) -> set[str]:
+        """Users joined to a room the user is joined to (the user included)."""
+        rows = await t.fetchall(
+            "SELECT DISTINCT o.user_id FROM sync_memberships m"
+            " JOIN sync_memberships o ON o.room_id = m.room_id AND o.membership = 'join'"
+            " WHERE m.user_id = ? AND m.membership = 'join'",
+            user_id,
+        )
+        return {str(r[0]) for r in rows} | {user_id}
+
+    async def positions(self, t: Txn) -> SyncPositions:
+        td = await t.fetchval("SELECT max(pos) FROM e2e_to_device")
+        dl = await t.fetchval("SELECT max(pos) FROM e2e_device_list_stream")
+        return SyncPositions(int(td or 0), int(dl or 0))
+
+    async def sync_part(
+        self,
+        t: Txn,
+        user_id: str,
+        device_id: str,
+        since: SyncPositions | None,
+        since_room: int,
+        upto_room: int,
+    ) -> SyncPart:
+        """The to-device messages, key counts and device-list changes of one sync,
+        read inside the sync's snapshot. `since` is None for an initial sync."""
+        now = await self.positions(t)
+        after_td = since.to_device if since is not None else 0
+        rows = await t.fetchall(
+            "SELECT pos, message_json FROM e2e_to_device WHERE user_id = ? AND device_id = ?"
+            " AND pos > ? ORDER BY pos LIMIT ?",
+            user_id,
+            device_id,
+            after_td,
+            TO_DEVICE_LIMIT,
+        )
+        events = [orjson.loads(r[1]) for r in rows]
+        # The token moves only past what this device was given: a message queued by a
+        # transaction that commits late (PostgreSQL) can never be skipped.
+        td_pos = int(rows[-1][0]) if rows else after_td
+        counts = await t.fetchall(
+            "SELECT algorithm, count(*) FROM e2e_one_time_keys WHERE user_id = ?"
+            " AND device_id = ? GROUP BY algorithm",
+            user_id,
+            device_id,
+        )
+        otk_counts = {str(r[0]): int(r[1]) for r in counts}
+        otk_counts.setdefault("signed_curve25519", 0)
+        unused = await t.fetchall(
+            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ?"
+            " AND used = 0 ORDER BY algorithm",
+            user_id,
+            device_id,
+        )
+        changed: list[str] = []
+        left: list[str] = []
+        if since is not None:
+            changed, left = await self.device_list_changes(
+                t, user_id, since.device_list, now.device_list, since_room, upto_room
+            )
+        fields = {
+            "to_device": {"events": events},
+            "device_lists": {"changed": changed, "left": left},
+            "device_one_time_keys_count": otk_counts,
+            "device_unused_fallback_key_types": [str(r[0]) for r in unused],
+        }
+        return SyncPart(
+            fields,
+            SyncPositions(td_pos, now.device_list),
+            bool(events or changed or left),
+        )
+
+    async def device_list_changes(
+        self,
+        t: Txn,
+        user_id: str,
+        after_dl: int,
+        upto_dl: int,
+        after_room: int,
+        upto_room: int,
+    ) -> tuple[list[str], list[str]]:
+        """`(changed, left)` between two points of the device-list and room streams.
+
+        Costs nothing when neither stream moved (the common long-poll wake-up).
+        """
+        if upto_dl <= after_dl and upto_room <= after_room:
+            return [], []
+        sharing = await self.sharing_users(t, user_id)
+        changed: set[str] = set()
+        if upto_dl > after_dl:
+            rows = await t.fetchall(
+                "SELECT DISTINCT user_id FROM e2e_device_list_stream WHERE pos > ? AND pos <= ?",
+                after_dl,
+                upto_dl,
+            )
+            changed |= {str(r[0]) for r in rows} & sharing
+        left: set[str] = set()
+        if upto_room > after_room:
+            # Rooms the user joined or left since `after_room`: all their members are new
+            # to the user, or may no longer share a room with them.
+            mine = await t.fetchall(
+                "SELECT room_id, membership FROM sync_memberships WHERE user_id = ?"
+                " AND pos > ? AND pos <= ?",
+                user_id,
+                after_room,
+                upto_room,
+            )
+            for room_id, membership in mine:
+                rows = await t.fetchall(
+                    "SELECT user_id FROM sync_memberships WHERE room_id = ?"
+                    " AND membership = 'join'",
+                    room_id,
+                )
+                members = {str(r[0]) for r in rows}
+                if membership == "join":
+                    changed |= members
+                elif membership in ("leave", "ban"):
+                    left |= members
+            # Other users joining or leaving the rooms the user is in.
+            rows = await t.fetchall(
+                "SELECT o.user_id, o.membership FROM sync_memberships o"
+                " JOIN sync_memberships m ON m.room_id = o.room_id"
+                " WHERE m.user_id = ? AND m.membership = 'join' AND o.pos > ? AND o.pos <= ?",
+                user_id,
+                after_room,
+                upto_room,
+            )
+            for other, membership in rows:
+                if membership == "join":
+                    changed.add(str(other))
+                elif membership in ("leave", "ban"):
+                    left.add(str(other))
+        left -= sharing
+        return sorted(changed - left), sorted(left)
+
+    async def latest_positions(self) -> SyncPositions:
+        return await self.db.read(self.positions)

@@ -1,0 +1,1 @@
+"""Schema migrations of the media repository (media metadata and cached thumbnails)."""

@@ -1,0 +1,296 @@
+"""Server configuration: defaults, the YAML file in the data directory, env vars and options.
+
+Precedence, lowest first: built-in defaults (the embedded trial: `localhost` on
+127.0.0.1:8008), the config file (`<data dir>/myelin.yaml`, written with comments on first
+start), then `MYELIN_*` environment variables and command-line options (click merges those
+two). Every value is checked here, once, so the rest of the server can trust it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from myelin.core.roomversions import KNOWN_ROOM_VERSIONS
+
+CONFIG_FILE_NAME = "myelin.yaml"
+_SERVER_NAME = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, malformed or contradictory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the server needs to start; one frozen value, checked by `validate`."""
+
+    server_name: str = "localhost"
+    data_dir: Path = Path("myelin-data")
+    bind_address: str = "127.0.0.1"
+    port: int = 8008
+    #: Optional TLS listener (client, federation and key APIs on one port, as Sytest wants).
+    tls_port: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: None means "decide from the setup": open for the trial default, closed otherwise.
+    registration_enabled: bool | None = None
+    registration_shared_secret: str | None = None
+    allow_guest_access: bool = False
+    default_room_version: str = "12"
+    max_request_body: int = 1024 * 1024
+    #: Largest media upload in bytes (media bodies are streamed, not held to max_request_body).
+    max_upload_size: int = 50 * 1024 * 1024
+    rate_limit: bool = True
+    rate_limit_per_second: float = 10.0
+    rate_limit_burst: int = 50
+    #: "sqlite" (a file in the data directory) or a postgresql:// DSN.
+    database: str = "sqlite"
+    log_level: str = "info"
+    #: Public base URL for clients (.well-known); when absent, the scheme and Host header
+    #: of the request that asks.
+    public_baseurl: str | None = None
+    #: Lifetime of access tokens that come with a refresh token, in milliseconds.
+    refreshable_token_lifetime_ms: int = 5 * 60 * 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registration_open(self) -> bool:
+        """Open on the loopback trial (`localhost`), closed elsewhere unless configured."""
+        if self.registration_enabled is not None:
+            return self.registration_enabled
+        return self.server_name == "localhost" and _is_loopback(self.bind_address)
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.data_dir / "signing.key"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "myelin.db"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "log"
+
+    def validate(self) -> Config:
+        if not _SERVER_NAME.match(self.server_name) or len(self.server_name) > 230:
+            raise ConfigError(f"server_name {self.server_name!r} is not a valid server name")
+        for name in ("port", "tls_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535, not {value}")
+        if self.tls_port is not None and (self.tls_cert is None or self.tls_key is None):
+            raise ConfigError("tls_port needs both tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{name} {path} is not a readable file")
+        if self.default_room_version not in KNOWN_ROOM_VERSIONS:
+            raise ConfigError(
+                f"default_room_version {self.default_room_version!r} is not one of "
+                f"{', '.join(sorted(KNOWN_ROOM_VERSIONS, key=_version_key))}"
+            )
+        if self.max_request_body < 1024:
+            raise ConfigError("max_request_body must be at least 1024 bytes")
+        if self.max_upload_size < 1:
+            raise ConfigError("max_upload_size must be at least 1 byte")
+        if self.rate_limit_per_second <= 0 or self.rate_limit_burst < 1:
+            raise ConfigError("rate limits must be positive")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError("log_level must be debug, info, warning or error")
+        if self.database != "sqlite" and not self.database.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError("database must be 'sqlite' or a postgresql:// DSN")
+        try:
+            ipaddress.ip_address(self.bind_address)
+        except ValueError:
+            raise ConfigError(f"bind_address {self.bind_address!r} is not an IP address") from None
+        return self
+
+
+def _version_key(v: str) -> tuple[int, str]:
+    return (int(v), "") if v.isdigit() else (10**6, v)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "server_name": str,
+    "data_dir": Path,
+    "bind_address": str,
+    "port": int,
+    "tls_port": int,
+    "tls_cert": Path,
+    "tls_key": Path,
+    "registration_enabled": bool,
+    "registration_shared_secret": str,
+    "allow_guest_access": bool,
+    "default_room_version": str,
+    "max_request_body": int,
+    "max_upload_size": int,
+    "rate_limit": bool,
+    "rate_limit_per_second": float,
+    "rate_limit_burst": int,
+    "database": str,
+    "log_level": str,
+    "public_baseurl": str,
+    "refreshable_token_lifetime_ms": int,
+}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a YAML, env or option value into the field's type, or raise ConfigError."""
+    if value is None:
+        return None
+    kind = _FIELD_TYPES.get(name)
+    if kind is None:
+        raise ConfigError(f"unknown configuration key {name!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on", "open"}:
+            return True
+        if text in {"0", "false", "no", "off", "closed"}:
+            return False
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be an integer")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be an integer, not {value!r}") from None
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if kind is Path:
+        return Path(str(value)).expanduser()
+    if not isinstance(value, str | int):
+        raise ConfigError(f"{name} must be a string")
+    return str(value)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a YAML config file (an empty file is no settings)."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    out: dict[str, Any] = {}
+    for key, value in loaded.items():
+        out[str(key)] = coerce(str(key), value)
+    return out
+
+
+def build_config(
+    overrides: dict[str, Any], config_file: Path | None = None
+) -> tuple[Config, Path]:
+    """Merge defaults, the config file and `overrides` (env/options, None = not given).
+
+    The config file is `config_file` if given, else `<data dir>/myelin.yaml` when it
+    exists. Returns the checked config and the path of the config file in force.
+    """
+    given = {k: coerce(k, v) for k, v in overrides.items() if v is not None}
+    data_dir = Path(given.get("data_dir", Config().data_dir))
+    path = config_file if config_file is not None else data_dir / CONFIG_FILE_NAME
+    from_file: dict[str, Any] = {}
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    if path.is_file():
+        from_file = read_config_file(path)
+    merged = {**from_file, **given}
+    if "data_dir" not in merged:
+        merged["data_dir"] = data_dir
+    file_dir = from_file.get("data_dir")
+    if file_dir is not None and "data_dir" not in given and not file_dir.is_absolute():
+        merged["data_dir"] = path.parent / file_dir
+    config = replace(Config(), **merged)
+    return config.validate(), path
+
+
+def default_config_text(config: Config) -> str:
+    """The commented config file written into a new data directory."""
+    reg = "null"
+    if config.registration_enabled is not None:
+        reg = str(config.registration_enabled).lower()
+    secret = config.registration_shared_secret
+    return f"""\
+# Myelin homeserver configuration. Written on first start; edit and restart to change.
+# Every key can also be given as a command-line option of `myelin serve` or as an
+# environment variable MYELIN_<KEY> (e.g. MYELIN_SERVER_NAME); those win over this file.
+
+# The name in your user IDs (@alice:<server_name>). It cannot change once users exist.
+server_name: {config.server_name}
+
+# Where the client, federation and key APIs listen (plain HTTP).
+bind_address: {config.bind_address}
+port: {config.port}
+
+# An optional TLS listener for the same APIs: set all three.
+tls_port: {_yaml(config.tls_port)}
+tls_cert: {_yaml(config.tls_cert)}
+tls_key: {_yaml(config.tls_key)}
+
+# Whether anyone may register with POST /register. null: open for the trial default
+# (server name localhost on a loopback address), closed for any other server name.
+registration_enabled: {reg}
+# A secret that lets admins create users with `myelin user create` or the
+# /_synapse/admin/v1/register endpoint (HMAC-SHA1). null: that endpoint is off.
+registration_shared_secret: {_yaml(secret)}
+allow_guest_access: {str(config.allow_guest_access).lower()}
+
+# Room version of new rooms when the client does not ask for one.
+default_room_version: "{config.default_room_version}"
+
+# Largest request body accepted, in bytes (larger ones get M_TOO_LARGE).
+max_request_body: {config.max_request_body}
+
+# Largest media upload, in bytes (larger ones get M_TOO_LARGE and leave nothing behind).
+max_upload_size: {config.max_upload_size}
+
+# Per-client rate limit on login, registration and other expensive endpoints.
+rate_limit: {str(config.rate_limit).lower()}
+rate_limit_per_second: {config.rate_limit_per_second}
+rate_limit_burst: {config.rate_limit_burst}
+
+# "sqlite" keeps everything in this directory; or a postgresql:// DSN.
+database: {config.database}
+
+# debug, info, warning or error. Logs go to log/myelin.log here; warnings also to stderr.
+log_level: {config.log_level}
+
+# The URL clients should use, announced in /.well-known/matrix/client. null: the
+# scheme and host the client used to ask.
+public_baseurl: {_yaml(config.public_baseurl)}
+"""
+
+
+def _yaml(value: object) -> str:
+    if value is None:
+        return "null"
+    return yaml.safe_dump(str(value), default_style='"').strip()
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(Config) if f.name != "extra"]

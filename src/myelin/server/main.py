@@ -1,0 +1,195 @@
+"""Process wiring of `myelin serve`: data directory, database, components, listeners.
+
+One process, one event loop: the HTTP listeners run as granian servers embedded in our own
+loop, so startup (migrations, keys) happens before the first request and shutdown
+(SIGTERM/SIGINT) stops the listeners, lets requests in flight finish, then closes the
+database. The whole lifetime is one TaskGroup; nothing runs unowned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from granian.server.embed import Server as _EmbeddedServer
+
+from myelin import __version__
+from myelin.clientapi import account, devices, discovery, keybackup, todevice
+from myelin.clientapi import keys as key_routes
+from myelin.clientapi.context import ClientContext
+from myelin.clientapi.ratelimit import RateLimiter
+from myelin.clientapi.router import Router
+from myelin.ephemeral.wiring import install_user_data
+from myelin.keyserver import KeyServer
+from myelin.mediaapi.wiring import open_media
+from myelin.server.asgi import App
+from myelin.server.config import CONFIG_FILE_NAME, Config, default_config_text
+from myelin.server.logs import setup_logging
+from myelin.server.rooms import RoomComponents, open_rooms
+from myelin.server.signingkey import ServerKey, load_or_create
+from myelin.storage import Database, open_database
+from myelin.userapi.accounts import UserAPI
+
+log = logging.getLogger("myelin.server")
+
+
+class StartupError(Exception):
+    """The server cannot start (port taken, unreadable key ...); the message says why."""
+
+
+def prepare_data_dir(config: Config) -> ServerKey:
+    """Create the data directory on first start: config file, signing key, log dir."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.log_dir.mkdir(parents=True, exist_ok=True)
+    config_file = config.data_dir / CONFIG_FILE_NAME
+    if not config_file.exists():
+        # 0600: the file may hold the registration shared secret.
+        fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(default_config_text(config))
+    return load_or_create(config.signing_key_path)
+
+
+def database_url(config: Config) -> str:
+    return str(config.database_path) if config.database == "sqlite" else config.database
+
+
+@dataclass
+class Homeserver:
+    """The running components of one server (everything but the listeners)."""
+
+    config: Config
+    db: Database
+    users: UserAPI
+    key: ServerKey
+    app: App
+    rooms: RoomComponents | None = None
+
+
+@asynccontextmanager
+async def open_homeserver(config: Config) -> AsyncIterator[Homeserver]:
+    key = prepare_data_dir(config)
+    db = await open_database(database_url(config))
+    try:
+        users = await UserAPI.open(db, config.server_name, config.refreshable_token_lifetime_ms)
+        ctx = ClientContext(config=config, users=users, key=key)
+        router = Router()
+        discovery.install(router, ctx)
+        account.install(router, ctx)
+        devices.install(router, ctx)
+        await open_media(config, db, router)
+        limiter = (
+            RateLimiter(config.rate_limit_per_second, config.rate_limit_burst)
+            if config.rate_limit
+            else None
+        )
+        async with open_rooms(ctx, db, router) as rooms:
+            keys = await KeyServer.open(db, config.server_name, rooms.notifier.wake)
+            rooms.sync.extension = keys
+            users.on_devices_removed.append(keys.devices_removed)
+            key_routes.install(router, ctx, keys)
+            todevice.install(router, keys)
+            keybackup.install(router, keys)
+            await install_user_data(router, db, rooms, users)
+            app = App(router, users, max_body=config.max_request_body, limiter=limiter)
+            yield Homeserver(config, db, users, key, app, rooms)
+    finally:
+        await db.close()
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    setup_logging(config.log_dir, config.log_level)
+    data_dir = config.data_dir.resolve()
+    async with open_homeserver(config) as hs:
+        listeners = [_listener(hs.app, config.bind_address, config.port, None, None)]
+        if config.tls_port is not None:
+            listeners.append(
+                _listener(
+                    hs.app, config.bind_address, config.tls_port, config.tls_cert, config.tls_key
+                )
+            )
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            log.info("shutdown requested")
+            if hs.rooms is not None:
+                hs.rooms.stop_waiters()
+            for listener in listeners:
+                listener.stop()  # type: ignore[no-untyped-call]
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        where = f"http://{config.bind_address}:{config.port}"
+        if config.tls_port is not None:
+            where += f" and https://{config.bind_address}:{config.tls_port}"
+        try:
+            await _serve_listeners(listeners, config, where, data_dir)
+        except ExceptionGroup as group:
+            failed = group.subgroup(StartupError)
+            if failed is None:
+                raise
+            raise failed.exceptions[0] from None
+        # The signal handlers stay until the loop closes: a second SIGTERM during the
+        # shutdown (closing the database) must not kill the process halfway.
+        log.info("stopped")
+
+
+async def _serve_listeners(
+    listeners: list[_Listener], config: Config, where: str, data_dir: Path
+) -> None:
+    async with asyncio.TaskGroup() as tg:
+        for listener in listeners:
+            tg.create_task(listener.serve())
+        # Announce only once every socket is bound: tests and scripts wait for it.
+        for listener in listeners:
+            await listener.ready.wait()
+        log.info("serving server_name=%s listen=%s", config.server_name, where)
+        print(
+            f"myelin {__version__}: serving {config.server_name} on {where} "
+            f"(data in {data_dir}, registration "
+            f"{'open' if config.registration_open else 'closed'})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _listener(
+    app: App, address: str, port: int, cert: Path | None, key: Path | None
+) -> _Listener:
+    from granian.constants import Interfaces
+
+    return _Listener(
+        app,
+        address=address,
+        port=port,
+        interface=Interfaces.ASGINL,
+        log_enabled=False,
+        websockets=False,
+        ssl_cert=cert,
+        ssl_key=key,
+    )
+
+
+class _Listener(_EmbeddedServer):
+    """A granian server embedded in our loop that says when its socket is bound."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ready = asyncio.Event()
+
+    def startup(self, spawn_target: Any, target_loader: Any) -> None:
+        try:
+            super().startup(spawn_target, target_loader)  # type: ignore[no-untyped-call]
+        except (RuntimeError, OSError) as exc:
+            where = f"{self.bind_addr}:{self.bind_port}"
+            raise StartupError(f"cannot listen on {where}: {exc}") from None
+        self.ready.set()

@@ -1,0 +1,87 @@
+"""Wiring of the room components into the process: the room event log, the roomserver,
+the sync reader and API, the directory, and their client API routes.
+
+`open_rooms` is an async context manager: it opens the log (`<data dir>/eventlog`),
+catches the roomserver and the sync projections up with it, and runs the sync reader in
+a task group for as long as the block lasts. On exit it wakes every long-polling
+request, stops the reader and closes the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from myelin.clientapi import rooms as room_routes
+from myelin.clientapi.context import ClientContext
+from myelin.clientapi.directory import Directory
+from myelin.clientapi.room_events import RoomWriter
+from myelin.clientapi.router import Router
+from myelin.eventlog.disk import DiskEventLog
+from myelin.roomserver.roomserver import Roomserver
+from myelin.storage import Database
+from myelin.syncapi.notifier import Notifier
+from myelin.syncapi.reader import SyncReader
+from myelin.syncapi.sync import SyncAPI
+
+
+@dataclass
+class RoomComponents:
+    log: DiskEventLog
+    roomserver: Roomserver
+    notifier: Notifier
+    reader: SyncReader
+    sync: SyncAPI
+    directory: Directory
+    writer: RoomWriter
+
+    def stop_waiters(self) -> None:
+        """Make long-polling requests answer now (the server is stopping)."""
+        self.notifier.close()
+
+
+@asynccontextmanager
+async def open_rooms(
+    ctx: ClientContext, db: Database, router: Router
+) -> AsyncIterator[RoomComponents]:
+    log = DiskEventLog(ctx.config.data_dir / "eventlog")
+    # Entered by hand and exited without the block's exception: the log's own task group
+    # would otherwise wrap that exception in an ExceptionGroup.
+    await log.__aenter__()
+    try:
+        async with _components(ctx, db, router, log) as components:
+            yield components
+    finally:
+        await log.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def _components(
+    ctx: ClientContext, db: Database, router: Router, log: DiskEventLog
+) -> AsyncIterator[RoomComponents]:
+    roomserver = await Roomserver.open(db, log)
+    notifier = Notifier()
+    reader = SyncReader(db, log, notifier)
+    await reader.open()
+    sync = SyncAPI(db, notifier)
+    directory = Directory(db, ctx.server_name)
+    await directory.open()
+    writer = RoomWriter(roomserver, notifier, ctx.server_name, ctx.key.key)
+    components = RoomComponents(log, roomserver, notifier, reader, sync, directory, writer)
+    room_routes.install(router, room_routes.Rooms(ctx, roomserver, writer, sync, directory))
+    # An error of the block passes through unchanged (not wrapped in the task
+    # group's ExceptionGroup), so callers see e.g. a startup error as it is.
+    body_error: BaseException | None = None
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(reader.run(), name="sync-reader")
+        try:
+            yield components
+        except BaseException as exc:  # re-raised below, after the reader stopped
+            body_error = exc
+        finally:
+            notifier.close()
+            task.cancel()
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,123 @@
+"""Read queries over the sync projections (each takes a `Txn` of a read transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from myelin.storage import Txn
+from myelin.syncapi.format import EVENT_COLUMNS, StoredEvent, stored_event
+
+
+async def memberships(t: Txn, user_id: str) -> list[tuple[str, str, int]]:
+    """`(room_id, membership, pos)` of every room the user has a membership in."""
+    rows = await t.fetchall(
+        "SELECT m.room_id, m.membership, m.pos FROM sync_memberships m"
+        " WHERE m.user_id = ? AND NOT EXISTS (SELECT 1 FROM sync_forgotten f"
+        " WHERE f.user_id = m.user_id AND f.room_id = m.room_id)",
+        user_id,
+    )
+    return [(r[0], r[1], int(r[2])) for r in rows]
+
+
+async def membership(t: Txn, user_id: str, room_id: str) -> tuple[str, int] | None:
+    row = await t.fetchone(
+        "SELECT membership, pos FROM sync_memberships WHERE user_id = ? AND room_id = ?",
+        user_id,
+        room_id,
+    )
+    return None if row is None else (row[0], int(row[1]))
+
+
+async def events_between(
+    t: Txn, room_id: str, after: int, upto: int, limit: int, *, descending: bool = True
+) -> list[StoredEvent]:
+    """Events with `after < pos <= upto`, newest first (or oldest first)."""
+    order = "DESC" if descending else "ASC"
+    rows = await t.fetchall(
+        f"SELECT {EVENT_COLUMNS} FROM sync_events WHERE room_id = ? AND pos > ? AND pos <= ?"
+        f" ORDER BY pos {order} LIMIT ?",
+        room_id,
+        after,
+        upto,
+        limit,
+    )
+    return [stored_event(r) for r in rows]
+
+
+async def events_by_id(t: Txn, event_ids: Sequence[str]) -> list[StoredEvent]:
+    if not event_ids:
+        return []
+    rows = await t.fetchall(
+        f"SELECT {EVENT_COLUMNS} FROM sync_events WHERE event_id = ANY(?)", list(event_ids)
+    )
+    return [stored_event(r) for r in rows]
+
+
+async def current_state(
+    t: Txn, room_id: str, *, changed_after: int = 0, upto: int | None = None
+) -> list[StoredEvent]:
+    """Current state events of a room (those set after `changed_after`, at or before `upto`)."""
+    sql = (
+        f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))}"
+        " FROM sync_current_state s JOIN sync_events e ON e.event_id = s.event_id"
+        " WHERE s.room_id = ? AND s.pos > ?"
+    )
+    args: list[object] = [room_id, changed_after]
+    if upto is not None:
+        sql += " AND s.pos <= ?"
+        args.append(upto)
+    rows = await t.fetchall(sql + " ORDER BY s.pos", *args)
+    return [stored_event(r) for r in rows]
+
+
+async def state_event(t: Txn, room_id: str, event_type: str, state_key: str) -> StoredEvent | None:
+    cols = ", ".join("e." + c.strip() for c in EVENT_COLUMNS.split(","))
+    row = await t.fetchone(
+        f"SELECT {cols} FROM sync_current_state s JOIN sync_events e ON e.event_id = s.event_id"
+        " WHERE s.room_id = ? AND s.type = ? AND s.state_key = ?",
+        room_id,
+        event_type,
+        state_key,
+    )
+    return None if row is None else stored_event(row)
+
+
+async def member_events(t: Txn, room_id: str, user_ids: Sequence[str]) -> list[StoredEvent]:
+    if not user_ids:
+        return []
+    cols = ", ".join("e." + c.strip() for c in EVENT_COLUMNS.split(","))
+    rows = await t.fetchall(
+        f"SELECT {cols} FROM sync_current_state s JOIN sync_events e ON e.event_id = s.event_id"
+        " WHERE s.room_id = ? AND s.type = 'm.room.member' AND s.state_key = ANY(?)",
+        room_id,
+        list(user_ids),
+    )
+    return [stored_event(r) for r in rows]
+
+
+async def txn_ids(t: Txn, user_id: str, device_id: str, event_ids: Sequence[str]) -> dict[str, str]:
+    if not event_ids:
+        return {}
+    rows = await t.fetchall(
+        "SELECT event_id, txn_id FROM sync_txns WHERE user_id = ? AND device_id = ?"
+        " AND event_id = ANY(?)",
+        user_id,
+        device_id,
+        list(event_ids),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def redaction_events(t: Txn, events: Sequence[StoredEvent]) -> dict[str, StoredEvent]:
+    ids = sorted({e.redacted_by for e in events if e.redacted_by is not None})
+    return {e.event_id: e for e in await events_by_id(t, ids)}
+
+
+async def replaced_events(t: Txn, events: Sequence[StoredEvent]) -> dict[str, StoredEvent]:
+    ids = sorted({e.replaces for e in events if e.replaces is not None})
+    return {e.event_id: e for e in await events_by_id(t, ids)}
+
+
+async def event_pos(t: Txn, event_id: str) -> StoredEvent | None:
+    found = await events_by_id(t, [event_id])
+    return found[0] if found else None

@@ -1,0 +1,260 @@
+"""The sync API's reader of the room event log.
+
+It consumes the log from its own position (stored in `sync_position`, in the same
+transaction as the rows it derives, so each record is applied exactly once) and keeps
+the projections `/sync`, `/messages` and the room queries read: the served timeline
+(accepted new events only: soft-failed, rejected and outlier events are never served),
+current state, and each user's membership per room. After each batch it wakes the
+long-polling requests of the users concerned. It waits for new records on the log's
+tail, never by polling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, cast
+
+import orjson
+
+from myelin.core.auth import can_redact
+from myelin.core.events import Event, StateKey
+from myelin.core.roomversions import room_version
+from myelin.eventlog.api import EventLog, LogEntry
+from myelin.roomserver.types import InputKind, LogPayload, Status
+from myelin.storage import Database, Txn
+from myelin.syncapi.notifier import Notifier
+
+log = logging.getLogger("myelin.syncapi")
+
+COMPONENT = "syncapi"
+MIGRATIONS = "myelin.syncapi.migrations"
+PROJECTION_TABLES = (
+    "sync_position",
+    "sync_events",
+    "sync_current_state",
+    "sync_memberships",
+)
+_CHUNK = 500
+
+
+async def position(t: Txn) -> int:
+    value = await t.fetchval("SELECT pos FROM sync_position WHERE id = 1")
+    return int(value) if value is not None else 0
+
+
+def event_from_row(event_id: str, version: str, pdu: Any) -> Event:
+    body = orjson.loads(pdu) if isinstance(pdu, str | bytes) else pdu
+    return Event(event_id, room_version(version), body)
+
+
+async def _redaction_allowed(t: Txn, redaction: Event, target_sender: str) -> bool:
+    """Whether a redaction applies to its target (rooms v3+ leave this check to the
+    server that serves the event): the same server sent both, or the redacter holds the
+    redact power level in the room's current state."""
+    auth_state: dict[StateKey, Event] = {}
+    rows = await t.fetchall(
+        "SELECT e.event_id, e.room_version, e.pdu FROM sync_current_state s"
+        " JOIN sync_events e ON e.event_id = s.event_id"
+        " WHERE s.room_id = ? AND s.state_key = '' AND s.type = ANY(?)",
+        redaction.room_id,
+        ["m.room.power_levels", "m.room.create"],
+    )
+    for event_id, version, pdu in rows:
+        event = event_from_row(event_id, version, pdu)
+        auth_state[event.state_tuple] = event
+    return can_redact(redaction.sender, target_sender, auth_state)
+
+
+async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[str]:
+    """Apply log records; returns the rooms whose served data changed."""
+    rooms: set[str] = set()
+    last = 0
+    for payload, offset in items:
+        last = offset
+        event = payload.event
+        if payload.status is not Status.ACCEPTED or payload.kind is not InputKind.NEW:
+            continue
+        room_id = event.room_id
+        rooms.add(room_id)
+        replaces = None
+        if event.state_key is not None:
+            replaces = await t.fetchval(
+                "SELECT event_id FROM sync_current_state"
+                " WHERE room_id = ? AND type = ? AND state_key = ?",
+                room_id,
+                event.type,
+                event.state_key,
+            )
+        await t.execute(
+            "INSERT INTO sync_events (pos, room_id, event_id, sender, type, state_key,"
+            " room_version, pdu, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            offset,
+            room_id,
+            event.event_id,
+            event.sender,
+            event.type,
+            event.state_key,
+            event.room_version.identifier,
+            orjson.dumps(event.pdu).decode(),
+            replaces,
+        )
+        if event.type == "m.room.redaction" and event.redacts:
+            row = await t.fetchone(
+                "SELECT sender FROM sync_events WHERE event_id = ? AND room_id = ?",
+                event.redacts,
+                room_id,
+            )
+            if row is not None and await _redaction_allowed(t, event, row[0]):
+                await t.execute(
+                    "UPDATE sync_events SET redacted_by = ?"
+                    " WHERE event_id = ? AND redacted_by IS NULL",
+                    event.event_id,
+                    event.redacts,
+                )
+        for event_type, state_key, event_id in payload.state_delta:
+            await _apply_state(t, room_id, event_type, state_key, event_id, offset, event)
+    if last:
+        await t.execute(
+            "INSERT INTO sync_position (id, pos) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET pos = excluded.pos",
+            last,
+        )
+    return rooms
+
+
+async def _apply_state(
+    t: Txn,
+    room_id: str,
+    event_type: str,
+    state_key: str,
+    event_id: str | None,
+    offset: int,
+    event: Event,
+) -> None:
+    if event_id is None:
+        await t.execute(
+            "DELETE FROM sync_current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+            room_id,
+            event_type,
+            state_key,
+        )
+        if event_type == "m.room.member":
+            await t.execute(
+                "DELETE FROM sync_memberships WHERE user_id = ? AND room_id = ?",
+                state_key,
+                room_id,
+            )
+        return
+    await t.execute(
+        "INSERT INTO sync_current_state (room_id, type, state_key, event_id, pos)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key)"
+        " DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos",
+        room_id,
+        event_type,
+        state_key,
+        event_id,
+        offset,
+    )
+    if event_type != "m.room.member":
+        return
+    if event_id == event.event_id:
+        membership = event.membership
+    else:
+        row = await t.fetchone(
+            "SELECT room_version, pdu FROM sync_events WHERE event_id = ?", event_id
+        )
+        membership = None
+        if row is not None:
+            membership = event_from_row(event_id, row[0], row[1]).membership
+    if membership is None:
+        return
+    await t.execute(
+        "INSERT INTO sync_memberships (user_id, room_id, membership, event_id, pos)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id) DO UPDATE SET"
+        " membership = excluded.membership, event_id = excluded.event_id,"
+        # `pos` is where the membership began: a join that stays a join (a new display
+        # name) must not look like a new join to the next sync.
+        " pos = CASE WHEN sync_memberships.membership = excluded.membership"
+        " THEN sync_memberships.pos ELSE excluded.pos END",
+        state_key,
+        room_id,
+        membership,
+        event_id,
+        offset,
+    )
+    await t.execute(
+        "DELETE FROM sync_forgotten WHERE user_id = ? AND room_id = ?", state_key, room_id
+    )
+
+
+async def users_to_wake(t: Txn, rooms: Sequence[str], since: int) -> list[str]:
+    """Users whose sync may have changed: joined or invited to the rooms, or whose
+    membership changed after `since`."""
+    rows = await t.fetchall(
+        "SELECT DISTINCT user_id FROM sync_memberships WHERE room_id = ANY(?)"
+        " AND (membership IN ('join', 'invite') OR pos > ?)",
+        list(rooms),
+        since,
+    )
+    return [r[0] for r in rows]
+
+
+class SyncProjectionError(Exception):
+    """The stored projections do not match the log (a different or truncated log)."""
+
+
+class SyncReader:
+    """Consumes the log into the sync projections; `run()` until the log closes."""
+
+    def __init__(self, db: Database, log: EventLog, notifier: Notifier) -> None:
+        self.db = db
+        self.log = log
+        self.notifier = notifier
+        self.position = 0
+
+    async def open(self) -> None:
+        """Migrate and catch up with everything committed so far."""
+        await self.db.migrate(COMPONENT, MIGRATIONS)
+        self.position = await self.db.read(position)
+        head = await self.log.head()
+        if self.position > head:
+            raise SyncProjectionError(
+                f"the sync projections are at log offset {self.position} but the log ends at"
+                f" {head}: the database and the event log do not belong together"
+            )
+        self.notifier.advance(self.position)
+        while await self._step(await self.log.read(self.position + 1, _CHUNK)):
+            pass
+
+    async def run(self) -> None:
+        """Follow the log: drain what is there, then wait on its tail for the next commit."""
+        while True:
+            entries = await self.log.read(self.position + 1, _CHUNK)
+            if not entries:
+                tail = cast(AsyncGenerator[LogEntry, None], self.log.tail(self.position + 1))
+                try:
+                    entry = await anext(tail, None)
+                finally:
+                    await tail.aclose()
+                if entry is None:
+                    return  # the log closed
+                entries = [entry]
+            await self._step(entries)
+
+    async def _step(self, entries: Sequence[LogEntry]) -> bool:
+        if not entries:
+            return False
+        items = [(LogPayload.decode(e.record.payload), e.offset) for e in entries]
+        since = self.position
+
+        async def txn(t: Txn) -> list[str]:
+            rooms = await apply_batch(t, items)
+            return await users_to_wake(t, sorted(rooms), since) if rooms else []
+
+        users = await self.db.run(txn, durable=False)
+        self.position = entries[-1].offset
+        self.notifier.advance(self.position)
+        self.notifier.wake(users)
+        return True

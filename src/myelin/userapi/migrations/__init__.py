@@ -1,0 +1,1 @@
+"""Schema migrations of the user API (accounts, devices, tokens, filters, UIA sessions)."""

@@ -1,0 +1,23 @@
+"""Load bench/compare.py (a script, not a package) as a module for the tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMAND = ROOT / "bench" / "compare"
+
+
+def load_compare() -> ModuleType:
+    name = "myelin_bench_compare"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "compare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

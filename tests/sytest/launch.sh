@@ -1,0 +1,39 @@
+#!/bin/sh
+# Sytest launcher for `run-sytest.sh --command tests/sytest/launch.sh`: starts ONE
+# `myelin serve` from the SYTEST_* environment of sytest's Command plugin.
+#
+# Sytest starts two of these (server-0 and server-1) so that federation between them is
+# tested. Each gets a TLS port that must serve the client, federation and key APIs with the
+# certificate sytest signed, a plain-HTTP port (used with --plain-client), an empty data
+# directory, the registration shared secret and the server name `localhost:<TLS port>`.
+#
+#   MYELIN_SYTEST_ROOM_VERSION  default room version of new rooms, default "10": this
+#                               sytest snapshot predates room v12 (see the README).
+#   MYELIN_SYTEST_LOG_LEVEL     log level of $SYTEST_DATA_DIR/log/myelin.log, default info.
+#
+# `exec` makes the server the process that receives SIGINT from the plugin, so it shuts
+# down cleanly; its stdout/stderr land in work/server-N/server.log.
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+: "${SYTEST_SERVER_NAME:?run me from sytest (run-sytest.sh --command)}"
+
+# Everything as MYELIN_* environment variables, which win over any config file; the data
+# dir is wiped by the plugin before each start, so myelin writes a fresh myelin.yaml.
+export MYELIN_SERVER_NAME="$SYTEST_SERVER_NAME"
+export MYELIN_DATA_DIR="$SYTEST_DATA_DIR"
+export MYELIN_BIND_ADDRESS=127.0.0.1
+export MYELIN_PORT="$SYTEST_HTTP_PORT"
+export MYELIN_TLS_PORT="$SYTEST_HTTPS_PORT"
+export MYELIN_TLS_CERT="$SYTEST_TLS_CERT"
+export MYELIN_TLS_KEY="$SYTEST_TLS_KEY"
+export MYELIN_PUBLIC_BASEURL="$SYTEST_PUBLIC_BASEURL"
+export MYELIN_REGISTRATION_ENABLED=open
+export MYELIN_REGISTRATION_SHARED_SECRET="$SYTEST_REGISTRATION_SHARED_SECRET"
+export MYELIN_ALLOW_GUEST_ACCESS=true
+export MYELIN_DEFAULT_ROOM_VERSION="${MYELIN_SYTEST_ROOM_VERSION:-10}"
+export MYELIN_RATE_LIMIT=false
+export MYELIN_DATABASE=sqlite
+export MYELIN_LOG_LEVEL="${MYELIN_SYTEST_LOG_LEVEL:-info}"
+
+exec "$REPO/.venv/bin/myelin" serve
