@@ -192,7 +192,9 @@ class DiskEventLog:
             await self.close()
         finally:
             if self._task_group is not None:
-                await self._task_group.__aexit__(exc_type, exc, tb)
+                # The block's own exception propagates unchanged, not wrapped in an
+                # ExceptionGroup: the group only reports its writer task's failures.
+                await self._task_group.__aexit__(None, None, None)
 
     def _open_blocking(self) -> _Recovered:
         try:

@@ -209,7 +209,9 @@ class JetStreamEventLog:
             await self.close()
         finally:
             if self._task_group is not None:
-                await self._task_group.__aexit__(exc_type, exc, tb)
+                # The block's own exception propagates unchanged, not wrapped in an
+                # ExceptionGroup: the group only reports its writer task's failures.
+                await self._task_group.__aexit__(None, None, None)
 
     async def close(self) -> None:
         if not self._opened or self._released.is_set():

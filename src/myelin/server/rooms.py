@@ -46,15 +46,11 @@ class RoomComponents:
 async def open_rooms(
     ctx: ClientContext, db: Database, router: Router
 ) -> AsyncIterator[RoomComponents]:
-    log = DiskEventLog(ctx.config.data_dir / "eventlog")
-    # Entered by hand and exited without the block's exception: the log's own task group
-    # would otherwise wrap that exception in an ExceptionGroup.
-    await log.__aenter__()
-    try:
-        async with _components(ctx, db, router, log) as components:
-            yield components
-    finally:
-        await log.__aexit__(None, None, None)
+    async with (
+        DiskEventLog(ctx.config.data_dir / "eventlog") as log,
+        _components(ctx, db, router, log) as components,
+    ):
+        yield components
 
 
 @asynccontextmanager
