@@ -71,6 +71,7 @@ class RetrievalAgent:
         self.state: AgentState = writer.load_state()
         self.outbox = Outbox(writer.root)
         self.stats = SyncStats()
+        self._new_keys = True  # room keys may have arrived (start, key import, to-device)
         if self.state.user_id and self.state.user_id != client.user_id:
             raise PermanentFailure(
                 f"{writer.root} belongs to {self.state.user_id}, not {client.user_id}"
@@ -218,6 +219,8 @@ class RetrievalAgent:
             if not self._wanted(room_id):
                 continue
             await self._store_timeline(room_id, info.timeline)
+        if resp.to_device_events:
+            self._new_keys = True
         await self.retry_media()
         self.state.next_batch = resp.next_batch
         self.writer.save_state(self.state)
@@ -228,6 +231,7 @@ class RetrievalAgent:
         newest = self.writer.newest_event_id(room_id)
         events = [stored_form(self._decrypt(e), room_id) for e in timeline.events]
         written = self.writer.append_live(room_id, events)
+        self._note_undecrypted(room_id, written)
         self.stats.events += len(written)
         self.stats.rooms.add(room_id)
         prev = timeline.prev_batch
@@ -238,6 +242,42 @@ class RetrievalAgent:
                 room.gaps.append({"from": prev, "until": newest})
         await self._media_for(room_id, written)
         self._forget_sent(room_id, written)
+
+    # -- late decryption -----------------------------------------------------------------
+
+    def _note_undecrypted(self, room_id: str, written: list[dict[str, Any]]) -> None:
+        ids = [e["event_id"] for e in written if e.get("type") == "m.room.encrypted"]
+        if ids:
+            self.state.undecrypted.setdefault(room_id, []).extend(ids)
+
+    def retry_decryption(self) -> int:
+        """Decrypt events stored encrypted, now that keys may have arrived; their plaintext
+        goes to the room's late-decryptions file (docs §5). Returns how many."""
+        if not self._new_keys or not self.client.olm or not self.state.undecrypted:
+            return 0
+        self._new_keys = False
+        from matrixdir.reader import read_room
+
+        total = 0
+        for room_id, ids in list(self.state.undecrypted.items()):
+            wanted = set(ids)
+            path = self.writer.room_path(room_id)
+            plain: list[dict[str, Any]] = []
+            for stored in read_room(path):
+                if stored.event_id not in wanted:
+                    continue
+                encrypted = nio.Event.parse_encrypted_event(stored.event)
+                decrypted = self._decrypt(encrypted)
+                if getattr(decrypted, "decrypted", False):
+                    plain.append(stored_form(decrypted, room_id))
+                    wanted.discard(stored.event_id)
+            total += self.writer.append_decryptions(room_id, plain)
+            remaining = [i for i in ids if i in wanted]
+            if remaining:
+                self.state.undecrypted[room_id] = remaining
+            else:
+                del self.state.undecrypted[room_id]
+        return total
 
     # -- back-fill -----------------------------------------------------------------------
 
@@ -277,6 +317,7 @@ class RetrievalAgent:
                 break
         page.reverse()
         written = self.writer.write_backfill(room_id, page)
+        self._note_undecrypted(room_id, written)
         self.stats.backfilled += len(written)
         if self.progress:
             self.progress(room_id, len(resp.chunk))
@@ -366,6 +407,8 @@ class RetrievalAgent:
                     await self.sync_once(0)
                 else:
                     await self._long_poll(timeout_ms)
+                if self.retry_decryption():
+                    self.writer.save_state(self.state)
                 await self.flush_outbox()
                 if backfill:
                     await self.backfill()

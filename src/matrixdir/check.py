@@ -18,6 +18,7 @@ from matrixdir.errors import (
 )
 from matrixdir.layout import (
     ATTACHMENTS_DIR,
+    DECRYPTIONS_FILE,
     LOCK_FILE,
     ROOM_PREFIX,
     STATE_DIR,
@@ -133,9 +134,10 @@ def _check_room(
     path: Path, room_id: str, report: Report, repair: bool, pending_media: set[str]
 ) -> None:
     seen: dict[str, str] = {}
+    seen_types: dict[str, str] = {}
     uris: set[str] = set()
     for entry in sorted(os.listdir(path)):
-        if entry == ATTACHMENTS_DIR or EventFileName.try_parse(entry) is not None:
+        if entry in (ATTACHMENTS_DIR, DECRYPTIONS_FILE) or EventFileName.try_parse(entry):
             continue
         report.add("warning", path / entry, "unknown name in a room directory")
     for name in event_files(path):
@@ -157,6 +159,7 @@ def _check_room(
                 continue
             report.events += 1
             eid = event["event_id"]
+            seen_types.setdefault(eid, str(event.get("type")))
             if eid in seen:
                 report.add("error", where, f"duplicate event {eid} (first in {seen[eid]})")
             else:
@@ -176,6 +179,7 @@ def _check_room(
                 report.add("repaired", fpath, f"cut {removed} bytes of torn tail")
             else:
                 report.add("warning", fpath, f"unterminated tail of {size - end} bytes (torn)")
+    _check_decryptions(path, seen_types, report, repair)
     for uri in sorted(uris):
         rel = attachment_relpath(uri)
         if not (path / rel).is_file():
@@ -184,3 +188,34 @@ def _check_room(
 
 
 __all__ = ["Finding", "Report", "check_store"]
+
+
+def _check_decryptions(path: Path, types: dict[str, str], report: Report, repair: bool) -> None:
+    """Late decryptions: each names a stored m.room.encrypted event, once (docs §5)."""
+    fpath = path / DECRYPTIONS_FILE
+    if not fpath.exists():
+        return
+    done: set[str] = set()
+    end = 0
+    for n, (off, line) in enumerate(iter_complete_lines(fpath, 0), 1):
+        end = off + len(line) + 1
+        where = f"{fpath}:{n}"
+        try:
+            event = parse_line(line, str(fpath), off)
+        except CorruptLineError as e:
+            report.add("error", where, e.reason)
+            continue
+        eid = event["event_id"]
+        if types.get(eid) != "m.room.encrypted":
+            report.add("error", where, f"{eid} is not a stored encrypted event")
+        if eid in done:
+            report.add("error", where, f"second decryption of {eid}")
+        done.add(eid)
+        if not isinstance(event.get("type"), str) or not isinstance(event.get("content"), dict):
+            report.add("error", where, f"{eid}: decryption without type or content")
+    size = fpath.stat().st_size
+    if end < size:
+        if repair:
+            report.add("repaired", fpath, f"cut {repair_tail(fpath)} bytes of torn tail")
+        else:
+            report.add("warning", fpath, f"unterminated tail of {size - end} bytes (torn)")

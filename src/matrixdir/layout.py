@@ -18,6 +18,7 @@ LOCK_FILE = "lock.pid"
 STATE_DIR = ".matrixdir"
 OUTBOX_DIR = "outbox"
 ATTACHMENTS_DIR = "attachments"
+DECRYPTIONS_FILE = "late-decryptions.jsonl"
 ROOM_PREFIX = "%21"
 NAME_MAX = 255
 

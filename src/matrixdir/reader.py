@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from matrixdir.errors import CorruptLineError, InvalidNameError
-from matrixdir.layout import EventFileName, room_id_from_dir
+from matrixdir.layout import DECRYPTIONS_FILE, EventFileName, room_id_from_dir
 
 _CHUNK = 1 << 20
 
@@ -146,6 +146,24 @@ class RoomReader:
                 out.append(StoredEvent(self.room_id, name, off, event))
             self.offsets[name] = end
         return out
+
+
+def read_decryptions(room_dir: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete lines of the room's late-decryptions file from `offset` (docs §5), and the
+    offset after them. Invalid lines are skipped (check reports them)."""
+    path = room_dir / DECRYPTIONS_FILE
+    out: list[dict[str, Any]] = []
+    end = offset
+    try:
+        for off, line in iter_complete_lines(path, offset):
+            end = off + len(line) + 1
+            try:
+                out.append(parse_line(line, str(path), off))
+            except CorruptLineError:
+                continue
+    except FileNotFoundError:
+        return [], offset
+    return out, end
 
 
 def read_room(room_dir: Path, *, strict: bool = True) -> list[StoredEvent]:

@@ -29,6 +29,7 @@ class AgentState:
     rooms: dict[str, RoomState] = field(default_factory=dict)
     pending_media: list[dict[str, Any]] = field(default_factory=list)
     selection: list[str] | None = None  # --rooms of the run that saved next_batch
+    undecrypted: dict[str, list[str]] = field(default_factory=dict)  # room -> event IDs
 
     def room(self, room_id: str) -> RoomState:
         return self.rooms.setdefault(room_id, RoomState())
@@ -44,6 +45,7 @@ class AgentState:
                 },
                 "pending_media": self.pending_media,
                 "selection": self.selection,
+                "undecrypted": self.undecrypted,
             },
             option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
         )
@@ -67,6 +69,7 @@ class AgentState:
             rooms,
             list(data.get("pending_media") or []),
             data.get("selection"),
+            {r: list(ids) for r, ids in (data.get("undecrypted") or {}).items()},
         )
 
     def save(self, path: Path) -> None:

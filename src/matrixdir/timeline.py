@@ -81,12 +81,15 @@ class RoomTimeline:
     _edits: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _orphans: list[dict[str, Any]] = field(default_factory=list)
     _redacted: set[str] = field(default_factory=set)
+    _decryptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen_pos: tuple[int, int, int] | None = None
 
     def add(self, event: dict[str, Any], pos: tuple[int, int, int] = (0, 0, 0)) -> None:
         """Fold in one event; `pos` is its place in reading order (file ts, n, offset)."""
         if not isinstance(event.get("event_id"), str):
             return
+        if event.get("type") == "m.room.encrypted" and event["event_id"] in self._decryptions:
+            event = self._decryptions[event["event_id"]]
         txn = (event.get("unsigned") or {}).get("transaction_id")
         if isinstance(txn, str):
             self.transaction_ids.add(txn)
@@ -110,6 +113,18 @@ class RoomTimeline:
                 self._edits.setdefault(rel["event_id"], []).append(event)
             return
         self._add_message(event, rel, pos)
+
+    def add_decryption(self, event: dict[str, Any]) -> None:
+        """Plaintext of an event stored encrypted, from the late-decryptions file."""
+        eid = event.get("event_id")
+        if not isinstance(eid, str):
+            return
+        self._decryptions[eid] = event
+        msg = self.messages.get(eid)
+        if msg is not None and msg.type == "m.room.encrypted":
+            del self.messages[eid]
+            self.order.remove(eid)
+            self.add(event, msg.pos)
 
     def _add_message(
         self, event: dict[str, Any], rel: dict[str, Any], pos: tuple[int, int, int]

@@ -22,7 +22,7 @@ from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
 
 from matrixdir.layout import room_dir_name
 from matrixdir.outbox import Outbox
-from matrixdir.reader import StoredEvent, StoreReader, follow
+from matrixdir.reader import StoredEvent, StoreReader, follow, read_decryptions
 from matrixdir.state import AgentState
 from matrixdir.timeline import Message, RoomTimeline, pending_message
 
@@ -115,6 +115,7 @@ class MatrixdirApp(App[None]):
         self.send_argv = send_argv or [sys.executable, "-m", "matrixdir"]
         self.status_text = ""
         self._stop = threading.Event()
+        self._decryption_offsets: dict[str, int] = {}
         self.updates = 0  # bumped after every refresh (tests wait on it)
         self.updated = asyncio.Event()
 
@@ -152,8 +153,13 @@ class MatrixdirApp(App[None]):
     def ingest(self, batch: list[StoredEvent]) -> None:
         for stored in sorted(batch, key=lambda s: (s.room_id, s.order)):
             self.timeline(stored.room_id).add(stored.event, stored.order)
-        for room_id in self.reader.rooms:
-            self.timeline(room_id)
+        for room_id, reader in self.reader.rooms.items():
+            tl = self.timeline(room_id)
+            start = self._decryption_offsets.get(room_id, 0)
+            lines, end = read_decryptions(reader.room_dir, start)
+            self._decryption_offsets[room_id] = end
+            for line in lines:
+                tl.add_decryption(line)
 
     def pending(self, room_id: str) -> list[Message]:
         tl = self.timeline(room_id)

@@ -21,6 +21,7 @@ from matrixdir.errors import InvalidEventError, NoStoreError, StoreVersionError
 from matrixdir.fsutil import atomic_write, fsync_dir
 from matrixdir.index import RoomIndex, cache_name
 from matrixdir.layout import (
+    DECRYPTIONS_FILE,
     FORMAT_VERSION,
     LOCK_FILE,
     MARKER_FILE,
@@ -131,6 +132,7 @@ class StoreWriter:
         self.cache_dir = self.state_dir / "cache"
         self._lock = WriterLock(self.root / LOCK_FILE)
         self._rooms: dict[str, _Room] = {}
+        self._decrypted: dict[str, set[str]] = {}
         self.repaired: list[tuple[Path, int]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -144,10 +146,13 @@ class StoreWriter:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             for room_path in room_dirs(self.root).values():
-                for name in event_files(room_path):
-                    removed = repair_tail(room_path / name.name)
+                paths = [room_path / n.name for n in event_files(room_path)]
+                if (room_path / DECRYPTIONS_FILE).exists():
+                    paths.append(room_path / DECRYPTIONS_FILE)
+                for path in paths:
+                    removed = repair_tail(path)
                     if removed:
-                        self.repaired.append((room_path / name.name, removed))
+                        self.repaired.append((path, removed))
         except BaseException:
             self._lock.release()
             raise
@@ -211,6 +216,47 @@ class StoreWriter:
             return None
         value = orjson.loads(line)
         return str(value["event_id"]) if isinstance(value, dict) else None
+
+    def decrypted_ids(self, room_id: str) -> set[str]:
+        """Event IDs that already have a line in the late-decryptions file."""
+        from matrixdir.reader import read_decryptions
+
+        cached = self._decrypted.get(room_id)
+        if cached is None:
+            lines, _ = read_decryptions(self.root / room_dir_name(room_id))
+            cached = self._decrypted[room_id] = {str(e["event_id"]) for e in lines}
+        return cached
+
+    def append_decryptions(self, room_id: str, events: Iterable[dict[str, Any]]) -> int:
+        """Append plaintext of events stored encrypted (docs §5); returns how many."""
+        room = self._room(room_id)
+        done = self.decrypted_ids(room_id)
+        lines = []
+        for event in events:
+            eid = event.get("event_id")
+            if not isinstance(eid, str) or eid in done or eid not in room.index.ids:
+                continue
+            if not isinstance(event.get("type"), str) or not isinstance(event.get("content"), dict):
+                raise InvalidEventError(f"{eid}: a decryption needs a type and a content")
+            done.add(eid)
+            lines.append(encode_line(event))
+        if not lines:
+            return 0
+        path = room.path / DECRYPTIONS_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, b"".join(lines))
+                os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
+        fsync_dir(room.path)
+        return len(lines)
 
     def save_index(self, room_id: str) -> None:
         room = self._room(room_id)

@@ -113,14 +113,23 @@ def test_synapse_only_table_has_no_ratio_columns() -> None:
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "bench" / "compare.py"), *args],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
 
 
 @pytest.mark.parametrize(
     "args",
-    [["--servers", "dendrite"], ["--servers", ""], ["--scenario", "serial,bogus"],
-     ["--scale", "0"], ["--scale", "-1"]],
+    [
+        ["--servers", "dendrite"],
+        ["--servers", ""],
+        ["--scenario", "serial,bogus"],
+        ["--scale", "0"],
+        ["--scale", "-1"],
+    ],
 )
 def test_bad_arguments_are_usage_errors(args: list[str], tmp_path: Path) -> None:
     done = _run(*args, "--out", str(tmp_path / "out"))

@@ -24,7 +24,10 @@ def test_compare_against_synapse(tmp_path: Path) -> None:
         pytest.fail(f"the reference Synapse scripts are missing from {PEER}")
     done = subprocess.run(
         [str(COMMAND), "--servers", "synapse", "--scale", "0.05", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=1700, check=False,
+        capture_output=True,
+        text=True,
+        timeout=1700,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -52,18 +52,16 @@ async def test_tokens(shared_server: ServerProcess) -> None:
         assert (status, err["errcode"]) == (401, "M_MISSING_TOKEN")
         status, err = await c.call("GET", f"{V3}/account/whoami", token="myl_not-a-token")
         assert (status, err["errcode"], err["soft_logout"]) == (401, "M_UNKNOWN_TOKEN", False)
-        status, err = await c.call(
-            "GET", f"{V3}/devices", headers={"Authorization": "Basic abc"}
-        )
+        status, err = await c.call("GET", f"{V3}/devices", headers={"Authorization": "Basic abc"})
         assert (status, err["errcode"]) == (401, "M_MISSING_TOKEN")
         reg = await c.register("tokenuser")
         # The deprecated query-string form of the token still works.
-        status, who = await c.call(
-            "GET", f"{V3}/account/whoami?access_token={reg['access_token']}"
-        )
+        status, who = await c.call("GET", f"{V3}/account/whoami?access_token={reg['access_token']}")
         assert (status, who["user_id"]) == (200, "@tokenuser:localhost")
         status, err = await c.call(
-            "PUT", f"{V3}/devices/{reg['device_id']}", {"display_name": 5},
+            "PUT",
+            f"{V3}/devices/{reg['device_id']}",
+            {"display_name": 5},
             token=reg["access_token"],
         )
         assert (status, err["errcode"]) == (400, "M_BAD_JSON")
@@ -73,13 +71,18 @@ async def test_tokens(shared_server: ServerProcess) -> None:
         assert "display_name" not in dev  # the bad update changed nothing
         # The spec lists no error for another user's filter; 403 is what servers answer.
         status, err = await c.call(
-            "POST", "/_matrix/client/v3/user/%40other%3Alocalhost/filter", {},
-            token=reg["access_token"], validate=False,
+            "POST",
+            "/_matrix/client/v3/user/%40other%3Alocalhost/filter",
+            {},
+            token=reg["access_token"],
+            validate=False,
         )
         assert (status, err["errcode"]) == (403, "M_FORBIDDEN")
         status, err = await c.call(
-            "POST", "/_matrix/client/v3/user/%40tokenuser%3Alocalhost/filter",
-            {"room": {"timeline": {"limit": "ten"}}}, token=reg["access_token"],
+            "POST",
+            "/_matrix/client/v3/user/%40tokenuser%3Alocalhost/filter",
+            {"room": {"timeline": {"limit": "ten"}}},
+            token=reg["access_token"],
         )
         assert (status, err["errcode"]) == (400, "M_BAD_JSON")
 

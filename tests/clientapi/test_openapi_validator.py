@@ -21,10 +21,18 @@ def test_accepts_what_the_spec_allows() -> None:
     # A $ref into another file (definitions/auth_response.yaml).
     validate_response("POST", f"{V3}/register", 401, {"flows": [{"stages": ["m.login.dummy"]}]})
     validate_response("GET", f"{V3}/devices/X", 404, {"errcode": "M_NOT_FOUND", "error": "x"})
-    validate_response("GET", "/_matrix/key/v2/server", 200, {
-        "server_name": "a", "valid_until_ts": 1, "verify_keys": {"ed25519:x": {"key": "k"}},
-        "old_verify_keys": {}, "signatures": {"a": {"ed25519:x": "s"}},
-    })
+    validate_response(
+        "GET",
+        "/_matrix/key/v2/server",
+        200,
+        {
+            "server_name": "a",
+            "valid_until_ts": 1,
+            "verify_keys": {"ed25519:x": {"key": "k"}},
+            "old_verify_keys": {},
+            "signatures": {"a": {"ed25519:x": "s"}},
+        },
+    )
 
 
 @pytest.mark.parametrize(

@@ -167,9 +167,7 @@ async def test_r0_aliases_and_shared_secret_registration(tmp_path: Path) -> None
     server = start_server(tmp_path / "data", registration_shared_secret="s3cret")
     try:
         async with SpecClient(server.base_url) as c:
-            status, nonce = await c.call(
-                "GET", "/_synapse/admin/v1/register", validate=False
-            )
+            status, nonce = await c.call("GET", "/_synapse/admin/v1/register", validate=False)
             assert status == 200
             mac = hmac.new(b"s3cret", digestmod=hashlib.sha1)
             mac.update(nonce["nonce"].encode() + b"\x00admin1\x00pw\x00admin")

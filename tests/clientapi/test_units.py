@@ -27,8 +27,12 @@ def test_router_literals_parameters_and_methods() -> None:
     with pytest.raises(MatrixError) as info:
         r.resolve("DELETE", "/_matrix/client/v3/devices")
     assert (info.value.status, info.value.errcode) == (405, "M_UNRECOGNIZED")
-    for path in ("/_matrix/client/v3/devices/", "/_matrix/client/v3/nope", "/x",
-                 "/_matrix/client/v3/devices/%ff%fe"):
+    for path in (
+        "/_matrix/client/v3/devices/",
+        "/_matrix/client/v3/nope",
+        "/x",
+        "/_matrix/client/v3/devices/%ff%fe",
+    ):
         with pytest.raises(MatrixError) as info:
             r.resolve("GET", path)
         assert (info.value.status, info.value.errcode) == (404, "M_UNRECOGNIZED")
@@ -56,8 +60,13 @@ def _req(body: bytes) -> Request:
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"a": 1.5}', b'{"a": [1, {"b": 9007199254740992}]}', b'{"a": -9007199254740992}',
-     b'{"a": 18446744073709551616}', b'{"a": 1, "a": 2}'],
+    [
+        b'{"a": 1.5}',
+        b'{"a": [1, {"b": 9007199254740992}]}',
+        b'{"a": -9007199254740992}',
+        b'{"a": 18446744073709551616}',
+        b'{"a": 1, "a": 2}',
+    ],
 )
 def test_canonical_bodies_refuse_floats_and_big_integers(body: bytes) -> None:
     assert isinstance(_req(body).json(), dict)  # plain JSON accepts them

@@ -35,8 +35,8 @@ def _ephemeral(s: dict[str, Any], room: str, kind: str) -> list[dict[str, Any]]:
     return [e for e in joined["ephemeral"]["events"] if e["type"] == kind]
 
 
-async def test_typing_in_sync_wakes_long_poll(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_typing_in_sync_wakes_long_poll(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice, bob, room, alice_id, _ = await _two_in_room(c, "ty")
         status, s = await c.call("GET", f"{V3}/sync", token=bob)
         since = s["next_batch"]
@@ -99,9 +99,9 @@ async def test_typing_in_sync_wakes_long_poll(shared_server: ServerProcess) -> N
 
 
 async def test_receipts_public_private_threaded_and_read_markers(
-    shared_server: ServerProcess,
+    server: ServerProcess,
 ) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+    async with SpecClient(server.base_url) as c:
         alice, bob, room, alice_id, bob_id = await _two_in_room(c, "rc")
         status, sent = await c.call(
             "PUT",
@@ -187,6 +187,14 @@ async def test_receipts_public_private_threaded_and_read_markers(
             token=bob,
         )
         assert status == 400
+        for thread_id in ("", 7, "$not-its-thread"):
+            status, body = await c.call(
+                "POST",
+                f"{V3}/rooms/{room}/receipt/m.read/{event_id}",
+                {"thread_id": thread_id},
+                token=bob,
+            )
+            assert (status, body["errcode"]) == (400, "M_INVALID_PARAM"), thread_id
         status, body = await c.call(
             "POST",
             f"{V3}/rooms/{room}/read_markers",
@@ -197,8 +205,8 @@ async def test_receipts_public_private_threaded_and_read_markers(
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
 
 
-async def test_presence(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_presence(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice, bob, _room, alice_id, _bob_id = await _two_in_room(c, "pr")
         carol = (await c.register("pr_carol"))["access_token"]
         status, s = await c.call("GET", f"{V3}/sync?set_presence=offline", token=bob)
@@ -241,10 +249,18 @@ async def test_presence(shared_server: ServerProcess) -> None:
         status, body = await c.call("GET", f"{V3}/presence/{quote(alice_id)}/status", token=bob)
         assert body["presence"] == "online" and body["status_msg"] == "lunch"
         assert body["currently_active"] is True
+        # set_presence=offline only means "do not mark me online": it changes nothing, and
+        # unavailable marks the user idle.
+        status, _ = await c.call("GET", f"{V3}/sync?set_presence=offline", token=alice)
+        status, body = await c.call("GET", f"{V3}/presence/{quote(alice_id)}/status", token=bob)
+        assert body["presence"] == "online"
+        status, _ = await c.call("GET", f"{V3}/sync?set_presence=unavailable", token=alice)
+        status, body = await c.call("GET", f"{V3}/presence/{quote(alice_id)}/status", token=bob)
+        assert body["presence"] == "unavailable" and body["status_msg"] == "lunch"
 
 
-async def test_typing_lapse_wakes_long_poll(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_typing_lapse_wakes_long_poll(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice, bob, room, alice_id, _ = await _two_in_room(c, "tl")
         status, _ = await c.call(
             "PUT",
@@ -266,3 +282,40 @@ async def test_typing_lapse_wakes_long_poll(shared_server: ServerProcess) -> Non
         assert _ephemeral(s, room, "m.typing") == [
             {"type": "m.typing", "content": {"user_ids": []}}
         ]
+
+
+async def test_newly_joined_room_gets_current_typing_and_receipts(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
+        alice = (await c.register("nj_alice"))["access_token"]
+        bob = (await c.register("nj_bob"))["access_token"]
+        alice_id = "@nj_alice:localhost"
+        status, body = await c.call(
+            "POST", f"{V3}/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice
+        )
+        room = body["room_id"]
+        status, sent = await c.call(
+            "PUT",
+            f"{V3}/rooms/{room}/send/m.room.message/n1",
+            {"msgtype": "m.text", "body": "before bob"},
+            token=alice,
+        )
+        status, _ = await c.call(
+            "POST", f"{V3}/rooms/{room}/receipt/m.read/{sent['event_id']}", {}, token=alice
+        )
+        status, _ = await c.call(
+            "PUT",
+            f"{V3}/rooms/{room}/typing/{quote(alice_id)}",
+            {"typing": True, "timeout": 60000},
+            token=alice,
+        )
+        # Bob's token predates his join, and everything Alice did.
+        status, s = await c.call("GET", f"{V3}/sync", token=bob)
+        since = s["next_batch"]
+        status, _ = await c.call("POST", f"{V3}/join/{quote(room)}", {}, token=bob)
+        assert status == 200
+        status, s = await c.call("GET", f"{V3}/sync?since={since}", token=bob)
+        assert _ephemeral(s, room, "m.typing") == [
+            {"type": "m.typing", "content": {"user_ids": [alice_id]}}
+        ]
+        [receipt] = _ephemeral(s, room, "m.receipt")
+        assert alice_id in receipt["content"][sent["event_id"]]["m.read"]

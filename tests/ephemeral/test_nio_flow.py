@@ -9,8 +9,8 @@ import nio
 from tests.support.server import ServerProcess
 
 
-async def test_nio_ephemeral_profile_and_push_rules(shared_server: ServerProcess) -> None:
-    url = shared_server.base_url
+async def test_nio_ephemeral_profile_and_push_rules(server: ServerProcess) -> None:
+    url = server.base_url
     alice = nio.AsyncClient(url, "nio_alice")
     bob = nio.AsyncClient(url, "nio_bob")
     try:

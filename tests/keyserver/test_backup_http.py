@@ -86,9 +86,7 @@ async def test_versions(client: SpecClient) -> None:
             "PUT", f"{V3}/room_keys/version/{v2}", bad, token=alice.token
         )
         assert (status, body["errcode"]) == (400, code)
-    status, body = await client.call(
-        "GET", f"{V3}/room_keys/version/999", token=alice.token
-    )
+    status, body = await client.call("GET", f"{V3}/room_keys/version/999", token=alice.token)
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     # Keys go only to the current version.
     status, body = await put_session(client, alice, v1, "S", key(0, 0, False, "x"))
@@ -183,12 +181,14 @@ async def test_bad_backup_input_changes_nothing(client: SpecClient) -> None:
     version = await new_version(client, alice)
     await put_session(client, alice, version, "S1", key(1, 0, False, "keep"))
     bad_keys: list[dict[str, Any]] = [
-        {"first_message_index": -1, "forwarded_count": 0, "is_verified": False,
-         "session_data": {}},
-        {"first_message_index": 0, "forwarded_count": 0, "is_verified": "yes",
-         "session_data": {}},
-        {"first_message_index": 0, "forwarded_count": 0, "is_verified": False,
-         "session_data": "opaque"},
+        {"first_message_index": -1, "forwarded_count": 0, "is_verified": False, "session_data": {}},
+        {"first_message_index": 0, "forwarded_count": 0, "is_verified": "yes", "session_data": {}},
+        {
+            "first_message_index": 0,
+            "forwarded_count": 0,
+            "is_verified": False,
+            "session_data": "opaque",
+        },
         {"forwarded_count": 0, "is_verified": False, "session_data": {}},
     ]
     for bad in bad_keys:
@@ -206,13 +206,9 @@ async def test_bad_backup_input_changes_nothing(client: SpecClient) -> None:
     assert info["count"] == 1
     assert (await stored(client, alice, version, "S1"))["session_data"]["ciphertext"] == "keep"
     # Missing or malformed version.
-    status, body = await client.call(
-        "GET", f"{V3}/room_keys/keys", token=alice.token
-    )
+    status, body = await client.call("GET", f"{V3}/room_keys/keys", token=alice.token)
     assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
-    status, body = await client.call(
-        "GET", f"{V3}/room_keys/keys?version=abc", token=alice.token
-    )
+    status, body = await client.call("GET", f"{V3}/room_keys/keys?version=abc", token=alice.token)
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     status, body = await client.call(
         "POST", f"{V3}/room_keys/version", {"algorithm": ALGORITHM}, token=alice.token

@@ -31,8 +31,9 @@ async def device(users: UserAPI, name: str) -> Device:
     if await users.is_available(user_id):
         await users.create_account(user_id, "pw")
     session = await users.login(user_id, device_id=None, display_name=name, ip=None)
-    return Device(user_id, session.device_id, session.access_token,
-                  SigningKey.generate(session.device_id))
+    return Device(
+        user_id, session.device_id, session.access_token, SigningKey.generate(session.device_id)
+    )
 
 
 async def test_upload_claim_once_and_deleted_devices(db: Database) -> None:
@@ -47,13 +48,15 @@ async def test_upload_claim_once_and_deleted_devices(db: Database) -> None:
     assert alice.user_id in woken[-1]  # a device-list change wakes the owner too
     wanted = {alice.user_id: {alice.device_id: "signed_curve25519"}}
     results = await asyncio.gather(*(keys.claim(wanted) for _ in range(6)))
-    given = [next(iter(r["one_time_keys"][alice.user_id][alice.device_id]))
-             for r in results if r["one_time_keys"]]
+    given = [
+        next(iter(r["one_time_keys"][alice.user_id][alice.device_id]))
+        for r in results
+        if r["one_time_keys"]
+    ]
     assert sorted(given) == [f"signed_curve25519:K{i:05d}" for i in range(4)]
     assert await keys.one_time_key_counts(alice.user_id, alice.device_id) == {}
 
-    await keys.upload(alice.user_id, alice.device_id,
-                      {"one_time_keys": alice.one_time_keys(10, 1)})
+    await keys.upload(alice.user_id, alice.device_id, {"one_time_keys": alice.one_time_keys(10, 1)})
     before = await db.fetchall("SELECT count(*) FROM e2e_device_list_stream")
     await users.delete_devices(alice.user_id, [alice.device_id])
     assert (await keys.claim(wanted))["one_time_keys"] == {}
@@ -81,8 +84,7 @@ async def test_refused_upload_writes_nothing(db: Database) -> None:
         )
     assert err.value.errcode == "M_INVALID_SIGNATURE"
     # A clash in the middle of a batch rolls back the keys before it.
-    await keys.upload(alice.user_id, alice.device_id,
-                      {"one_time_keys": alice.one_time_keys(5, 1)})
+    await keys.upload(alice.user_id, alice.device_id, {"one_time_keys": alice.one_time_keys(5, 1)})
     batch = alice.one_time_keys(0, 5) | {"signed_curve25519:K00005": {"key": "other"}}
     with pytest.raises(KeyServerError):
         await keys.upload(alice.user_id, alice.device_id, {"one_time_keys": batch})
@@ -104,8 +106,11 @@ async def test_to_device_queue_and_txn(db: Database) -> None:
     await keys.send_to_device(alice.user_id, alice.device_id, "m.x", "t1", msg)
 
     async def part(since_td: int) -> list[int]:
-        got = await db.read(lambda t: keys.sync_part(
-            t, bob.user_id, bob.device_id, StreamToken(0, (since_td, 0)), 0))
+        got = await db.read(
+            lambda t: keys.sync_part(
+                t, bob.user_id, bob.device_id, StreamToken(0, (since_td, 0)), 0
+            )
+        )
         return [e["content"]["a"] for e in got.fields["to_device"]["events"]]
 
     assert await part(0) == [1]
@@ -119,9 +124,19 @@ async def test_backup_on_both_backends(db: Database) -> None:
     keys, _, _ = await setup(db)
     backup = keys.backup
     version = await backup.create_version("@a:hs", {"algorithm": "alg", "auth_data": {}})
-    sessions = parse_sessions({"sessions": {"S": {
-        "first_message_index": 3, "forwarded_count": 0, "is_verified": False,
-        "session_data": {"c": "one"}}}}, "!r:hs")
+    sessions = parse_sessions(
+        {
+            "sessions": {
+                "S": {
+                    "first_message_index": 3,
+                    "forwarded_count": 0,
+                    "is_verified": False,
+                    "session_data": {"c": "one"},
+                }
+            }
+        },
+        "!r:hs",
+    )
     first = await backup.put_keys("@a:hs", version, {"!r:hs": sessions})
     assert first == {"etag": "1", "count": 1}
     same = await backup.put_keys("@a:hs", version, {"!r:hs": sessions})

@@ -388,3 +388,41 @@ def test_outbox_queue_send_forget(tmp_path: Path) -> None:
         with pytest.raises(InvalidEventError):
             box.queue(room, typ, content)
     assert len(box.pending()) == 1
+
+
+def test_late_decryptions_are_appended_once_and_checked(tmp_path: Path) -> None:
+    from matrixdir.reader import read_decryptions
+    from matrixdir.timeline import RoomTimeline
+
+    enc = {
+        "event_id": "$enc",
+        "type": "m.room.encrypted",
+        "sender": "@a:example.org",
+        "origin_server_ts": 1000,
+        "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "xx"},
+    }
+    plain = {**enc, "type": "m.room.message", "content": {"msgtype": "m.text", "body": "hi"}}
+    with StoreWriter(tmp_path) as w:
+        w.append_live(ROOM, [enc])
+        assert w.append_decryptions(ROOM, [{**plain, "event_id": "$unknown"}]) == 0
+        assert w.append_decryptions(ROOM, [plain]) == 1
+    with StoreWriter(tmp_path) as w:
+        assert w.append_decryptions(ROOM, [plain]) == 0  # once, across restarts
+        w.append_live(ROOM, [ev(2, 1001)])
+        with pytest.raises(InvalidEventError):
+            w.append_decryptions(ROOM, [{"event_id": "$e2", "type": "m.room.message"}])
+    room = tmp_path / room_dir_name(ROOM)
+    lines, end = read_decryptions(room)
+    assert [line["content"]["body"] for line in lines] == ["hi"]
+    assert end == (room / "late-decryptions.jsonl").stat().st_size
+    assert check_store(tmp_path).errors == []
+    tl = RoomTimeline(ROOM)
+    for s in read_room(room):
+        tl.add(s.event, s.order)
+    assert tl.render(tl.messages["$enc"]).endswith("[encrypted message; no key yet]")
+    tl.add_decryption(lines[0])
+    assert next(tl.render(m) for m in tl.main_timeline()) == "@a:example.org: hi"
+    # A decryption of an event that is not stored encrypted is an error for check.
+    with open(room / "late-decryptions.jsonl", "ab") as f:
+        f.write(orjson.dumps({**plain, "event_id": "$e2"}) + b"\n")
+    assert any("not a stored encrypted" in f.message for f in check_store(tmp_path).errors)

@@ -6,6 +6,7 @@ an encrypted attachment, and must be able to decrypt what `matrixdir send` encry
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -133,26 +134,35 @@ async def test_encrypted_room_sync_send_and_key_import(
         by_id = {e["event_id"]: e for e in stored(cli.store, room)}
         assert by_id[event_id_s]["content"]["body"] == "from matrixdir"
 
-        # A new device of alice cannot decrypt the history, until it imports a key export.
+        # A new device of alice cannot decrypt the history: stored encrypted, exactly once.
         export = tmp_path / "keys.txt"
         await bob.export_keys(str(export), "pass phrase")
         fresh = Cli(tmp_path / "home2", tmp_path / "chats2")
         fresh.login(alice)
-        fresh.run(
-            "sync",
-            "--once",
-            "--no-progress",
-            "--import-keys",
-            str(export),
-            "--passphrase",
-            "pass phrase",
-        )
-        texts2 = [
-            e["content"].get("body")
-            for e in stored(fresh.store, room)
-            if e["type"] == "m.room.message"
-        ]
-        assert texts2[: len(bodies)] == bodies
+        fresh.run("sync", "--once", "--no-progress")
+        events2 = stored(fresh.store, room)
+        assert len(events2) == len(events) + 1  # plus "from matrixdir"
+        locked = [e for e in events2 if e["type"] == "m.room.encrypted"]
+        assert len(locked) == len(bodies) + 2
+        # Importing the key export decrypts them into the late-decryptions file, once.
+        for _ in range(2):
+            fresh.run(
+                "sync",
+                "--once",
+                "--no-progress",
+                "--import-keys",
+                str(export),
+                "--passphrase",
+                "pass phrase",
+            )
+        late = (fresh.store / room_dir_name(room) / "late-decryptions.jsonl").read_text()
+        plain = [json.loads(line) for line in late.splitlines()]
+        assert sorted(p["event_id"] for p in plain) == sorted(e["event_id"] for e in locked)
+        texts2 = {p["content"]["body"] for p in plain}
+        assert texts2 == {*bodies, "x.bin", "from matrixdir"}
+        assert [e["event_id"] for e in stored(fresh.store, room)] == [
+            e["event_id"] for e in events2
+        ]  # the event files did not change
         assert "0 errors" in fresh.run("check").stderr
     finally:
         await bob.close()

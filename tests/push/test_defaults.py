@@ -50,8 +50,11 @@ def test_default_rules_are_exactly_the_specs_definitions_in_order() -> None:
 
 def test_v1_17_removed_the_legacy_body_mention_rules() -> None:
     ids = {r["rule_id"] for kind in effective_ruleset(EMPTY, USER).to_json().values() for r in kind}
-    for removed in (".m.rule.contains_display_name", ".m.rule.roomnotif",
-                    ".m.rule.contains_user_name"):
+    for removed in (
+        ".m.rule.contains_display_name",
+        ".m.rule.roomnotif",
+        ".m.rule.contains_user_name",
+    ):
         assert removed not in ids
     assert len(ids) == 15
     assert ids == set().union(*DEFAULT_RULE_IDS.values())

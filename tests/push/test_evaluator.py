@@ -45,8 +45,9 @@ def ctx(members: int = 5, **kw: Any) -> PushContext:
     return PushContext(user_id=ALICE, member_count=members, **kw)
 
 
-def run(event: dict[str, Any], context: PushContext | None = None,
-        ruleset: RuleSet = DEFAULTS) -> PushActions | None:
+def run(
+    event: dict[str, Any], context: PushContext | None = None, ruleset: RuleSet = DEFAULTS
+) -> PushActions | None:
     return evaluate(ruleset, event, context or ctx())
 
 
@@ -95,10 +96,15 @@ def test_room_mention_needs_the_notifications_room_power_level() -> None:
 
 
 def test_display_name_condition_in_a_user_rule() -> None:
-    stored = put_rule(EMPTY, RuleKind.OVERRIDE, "dn", {
-        "conditions": [{"kind": "contains_display_name"}],
-        "actions": ["notify", {"set_tweak": "highlight"}],
-    })
+    stored = put_rule(
+        EMPTY,
+        RuleKind.OVERRIDE,
+        "dn",
+        {
+            "conditions": [{"kind": "contains_display_name"}],
+            "actions": ["notify", {"set_tweak": "highlight"}],
+        },
+    )
     ruleset = effective_ruleset(stored, ALICE)
     named = ctx(display_name="Alice Smith")
     for body in ("hey alice smith!", "ALICE SMITH", "(Alice Smith)", "alice smith's cat"):
@@ -115,12 +121,18 @@ def test_display_name_condition_in_a_user_rule() -> None:
 
 
 def test_keywords_are_user_content_rules() -> None:
-    stored = put_rule(EMPTY, RuleKind.CONTENT, "cake", {
-        "pattern": "cake",
-        "actions": ["notify", {"set_tweak": "sound", "value": "cakealarm.wav"}],
-    })
-    stored = put_rule(stored, RuleKind.CONTENT, "cakelie", {
-        "pattern": "cake*lie", "actions": []}, before="cake")
+    stored = put_rule(
+        EMPTY,
+        RuleKind.CONTENT,
+        "cake",
+        {
+            "pattern": "cake",
+            "actions": ["notify", {"set_tweak": "sound", "value": "cakealarm.wav"}],
+        },
+    )
+    stored = put_rule(
+        stored, RuleKind.CONTENT, "cakelie", {"pattern": "cake*lie", "actions": []}, before="cake"
+    )
     ruleset = effective_ruleset(stored, ALICE)
     result = run(message("Who wants CAKE?"), ctx(), ruleset)
     assert result is not None and result.rule_id == "cake"
@@ -137,8 +149,12 @@ def test_direct_messages() -> None:
     dm = run(message(), ctx(members=2))
     assert dm is not None and dm.rule_id == ".m.rule.room_one_to_one"
     assert (dm.is_notify, dm.is_highlight, dm.sound) == (True, False, "default")
-    encrypted = {"type": "m.room.encrypted", "sender": BOB, "room_id": ROOM,
-                 "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "..."}}
+    encrypted = {
+        "type": "m.room.encrypted",
+        "sender": BOB,
+        "room_id": ROOM,
+        "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "..."},
+    }
     result = run(encrypted, ctx(members=2))
     assert result is not None and result.rule_id == ".m.rule.encrypted_room_one_to_one"
     assert result.sound == "default"
@@ -155,8 +171,13 @@ def test_notices_are_suppressed() -> None:
 
 def test_member_events_and_invites_for_me() -> None:
     def member(state_key: str, membership: str) -> dict[str, Any]:
-        return {"type": "m.room.member", "sender": BOB, "room_id": ROOM,
-                "state_key": state_key, "content": {"membership": membership}}
+        return {
+            "type": "m.room.member",
+            "sender": BOB,
+            "room_id": ROOM,
+            "state_key": state_key,
+            "content": {"membership": membership},
+        }
 
     invite = run(member(ALICE, "invite"))
     assert invite is not None and invite.rule_id == ".m.rule.invite_for_me"
@@ -168,8 +189,13 @@ def test_member_events_and_invites_for_me() -> None:
 
 
 def test_tombstone_highlights_only_as_a_state_event() -> None:
-    tomb = {"type": "m.room.tombstone", "sender": BOB, "room_id": ROOM, "state_key": "",
-            "content": {"body": "moved", "replacement_room": "!new:example.com"}}
+    tomb = {
+        "type": "m.room.tombstone",
+        "sender": BOB,
+        "room_id": ROOM,
+        "state_key": "",
+        "content": {"body": "moved", "replacement_room": "!new:example.com"},
+    }
     result = run(tomb)
     assert result is not None and result.rule_id == ".m.rule.tombstone"
     assert result.is_notify and result.is_highlight
@@ -181,18 +207,31 @@ def test_tombstone_highlights_only_as_a_state_event() -> None:
 def test_server_acl_reactions_and_edits_are_suppressed() -> None:
     acl = {"type": "m.room.server_acl", "sender": BOB, "state_key": "", "content": {}}
     assert rule_of(run(acl)) == ".m.rule.room.server_acl"
-    reaction = {"type": "m.reaction", "sender": BOB, "content": {
-        "m.relates_to": {"rel_type": "m.annotation", "event_id": "$x", "key": "👍"}}}
+    reaction = {
+        "type": "m.reaction",
+        "sender": BOB,
+        "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$x", "key": "👍"}},
+    }
     result = run(reaction, ctx(members=2))
     assert result is not None and result.rule_id == ".m.rule.reaction" and not result.is_notify
-    edit = message("* fixed", **{"m.new_content": {"body": "fixed"},
-                                 "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"}})
+    edit = message(
+        "* fixed",
+        **{
+            "m.new_content": {"body": "fixed"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"},
+        },
+    )
     result = run(edit, ctx(members=2))
     assert result is not None and result.rule_id == ".m.rule.suppress_edits"
     assert not result.is_notify
     # an edit that mentions the user still highlights: is_user_mention ranks above
-    mention_edit = message("* hi", **{"m.mentions": {"user_ids": [ALICE]},
-                                      "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"}})
+    mention_edit = message(
+        "* hi",
+        **{
+            "m.mentions": {"user_ids": [ALICE]},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"},
+        },
+    )
     assert rule_of(run(mention_edit)) == ".m.rule.is_user_mention"
 
 
@@ -210,20 +249,26 @@ def test_master_rule_silences_everything_when_enabled() -> None:
     result = run(mention, ctx(), ruleset)
     assert result is not None and result.rule_id == ".m.rule.master" and not result.is_notify
     # disabled again (the default), the user's rule outranks the default overrides
-    ruleset = effective_ruleset(set_enabled(stored, RuleKind.OVERRIDE, ".m.rule.master", False),
-                                ALICE)
+    ruleset = effective_ruleset(
+        set_enabled(stored, RuleKind.OVERRIDE, ".m.rule.master", False), ALICE
+    )
     assert rule_of(run(mention, ctx(), ruleset)) == "mine"
 
 
 def test_disabled_and_changed_default_rules() -> None:
     stored = set_enabled(EMPTY, RuleKind.UNDERRIDE, ".m.rule.message", False)
     assert run(message(), ctx(), effective_ruleset(stored, ALICE)) is None
-    stored = set_actions(EMPTY, RuleKind.UNDERRIDE, ".m.rule.message",
-                         ["notify", {"set_tweak": "highlight", "value": True}])
+    stored = set_actions(
+        EMPTY,
+        RuleKind.UNDERRIDE,
+        ".m.rule.message",
+        ["notify", {"set_tweak": "highlight", "value": True}],
+    )
     result = run(message(), ctx(), effective_ruleset(stored, ALICE))
     assert result is not None and result.is_highlight
-    stored = set_actions(EMPTY, RuleKind.UNDERRIDE, ".m.rule.message",
-                         [{"set_tweak": "highlight"}])  # highlight without notify
+    stored = set_actions(
+        EMPTY, RuleKind.UNDERRIDE, ".m.rule.message", [{"set_tweak": "highlight"}]
+    )  # highlight without notify
     result = run(message(), ctx(), effective_ruleset(stored, ALICE))
     assert result is not None and not result.is_notify and not result.is_highlight
     assert result.tweaks == {"highlight": True}
@@ -248,8 +293,12 @@ def test_own_events_never_notify() -> None:
 
 
 def test_unknown_conditions_disable_their_rule() -> None:
-    stored = put_rule(EMPTY, RuleKind.OVERRIDE, "future", {
-        "conditions": [{"kind": "org.example.always"}], "actions": ["notify"]})
+    stored = put_rule(
+        EMPTY,
+        RuleKind.OVERRIDE,
+        "future",
+        {"conditions": [{"kind": "org.example.always"}], "actions": ["notify"]},
+    )
     ruleset = effective_ruleset(stored, ALICE)
     assert rule_of(run(message(), ctx(), ruleset)) == ".m.rule.message"
     assert len(compile_ruleset(ruleset).rules) == len(compile_ruleset(DEFAULTS).rules)
@@ -257,12 +306,23 @@ def test_unknown_conditions_disable_their_rule() -> None:
 
 @pytest.mark.parametrize(
     ("is_", "matches"),
-    [("2", [2]), ("==2", [2]), ("<3", [1, 2]), (">3", [4, 5]), ("<=3", [1, 2, 3]),
-     (">=3", [3, 4, 5]), ("0", [])],
+    [
+        ("2", [2]),
+        ("==2", [2]),
+        ("<3", [1, 2]),
+        (">3", [4, 5]),
+        ("<=3", [1, 2, 3]),
+        (">=3", [3, 4, 5]),
+        ("0", []),
+    ],
 )
 def test_room_member_count_forms(is_: str, matches: list[int]) -> None:
-    stored = put_rule(EMPTY, RuleKind.OVERRIDE, "count", {
-        "conditions": [{"kind": "room_member_count", "is": is_}], "actions": ["notify"]})
+    stored = put_rule(
+        EMPTY,
+        RuleKind.OVERRIDE,
+        "count",
+        {"conditions": [{"kind": "room_member_count", "is": is_}], "actions": ["notify"]},
+    )
     ruleset = effective_ruleset(stored, ALICE)
     got = [n for n in range(1, 6) if rule_of(run(message(), ctx(members=n), ruleset)) == "count"]
     assert got == matches
@@ -270,12 +330,27 @@ def test_room_member_count_forms(is_: str, matches: list[int]) -> None:
 
 def test_event_property_is_compares_type_and_value() -> None:
     def with_rule(value: Any) -> RuleSet:
-        return effective_ruleset(put_rule(EMPTY, RuleKind.OVERRIDE, "p", {
-            "conditions": [{"kind": "event_property_is", "key": "content.m\\.federate",
-                            "value": value}], "actions": ["notify"]}), ALICE)
+        return effective_ruleset(
+            put_rule(
+                EMPTY,
+                RuleKind.OVERRIDE,
+                "p",
+                {
+                    "conditions": [
+                        {"kind": "event_property_is", "key": "content.m\\.federate", "value": value}
+                    ],
+                    "actions": ["notify"],
+                },
+            ),
+            ALICE,
+        )
 
-    create = {"type": "m.room.create", "sender": BOB, "state_key": "",
-              "content": {"m.federate": True, "n": 1, "z": None}}
+    create = {
+        "type": "m.room.create",
+        "sender": BOB,
+        "state_key": "",
+        "content": {"m.federate": True, "n": 1, "z": None},
+    }
     assert rule_of(run(create, ctx(), with_rule(True))) == "p"
     for value in ("true", 1, False, None):
         assert run(create, ctx(), with_rule(value)) is None, value
@@ -291,12 +366,30 @@ def test_event_property_is_compares_type_and_value() -> None:
 
 
 def test_event_property_contains_ignores_other_value_types() -> None:
-    ruleset = effective_ruleset(put_rule(EMPTY, RuleKind.OVERRIDE, "c", {
-        "conditions": [{"kind": "event_property_contains", "key": "content.alt_aliases",
-                        "value": "#myroom:example.com"}], "actions": ["notify"]}), ALICE)
-    event = {"type": "m.room.canonical_alias", "sender": BOB, "state_key": "",
-             "content": {"alt_aliases": ["#somewhere:example.org", {"x": 1},
-                                         "#myroom:example.com"]}}
+    ruleset = effective_ruleset(
+        put_rule(
+            EMPTY,
+            RuleKind.OVERRIDE,
+            "c",
+            {
+                "conditions": [
+                    {
+                        "kind": "event_property_contains",
+                        "key": "content.alt_aliases",
+                        "value": "#myroom:example.com",
+                    }
+                ],
+                "actions": ["notify"],
+            },
+        ),
+        ALICE,
+    )
+    event = {
+        "type": "m.room.canonical_alias",
+        "sender": BOB,
+        "state_key": "",
+        "content": {"alt_aliases": ["#somewhere:example.org", {"x": 1}, "#myroom:example.com"]},
+    }
     assert rule_of(run(event, ctx(), ruleset)) == "c"
     partial = {**event, "content": {"alt_aliases": [":example.com", "#MYROOM:example.com"]}}
     assert run(partial, ctx(), ruleset) is None
@@ -329,22 +422,46 @@ def test_each_rule_set_keeps_its_own_compilation() -> None:
     [
         ({}, None),
         ({"type": 5, "sender": None, "content": "not an object"}, None),
-        ({"type": "m.room.message", "sender": BOB, "content": {"body": 7, "msgtype": None}},
-         ".m.rule.room_one_to_one"),
-        ({"type": "m.room.message", "sender": BOB,
-          "content": {"body": "x", "m.mentions": ["@alice:example.com"]}}, "dn"),
-        ({"type": "m.room.message", "sender": BOB,
-          "content": {"body": "x", "m.mentions": {"user_ids": None, "room": 1}}}, "dn"),
-        ({"type": "m.room.message", "sender": BOB,
-          "content": {"body": "x", "m.relates_to": "m.replace"}}, "dn"),
+        (
+            {"type": "m.room.message", "sender": BOB, "content": {"body": 7, "msgtype": None}},
+            ".m.rule.room_one_to_one",
+        ),
+        (
+            {
+                "type": "m.room.message",
+                "sender": BOB,
+                "content": {"body": "x", "m.mentions": ["@alice:example.com"]},
+            },
+            "dn",
+        ),
+        (
+            {
+                "type": "m.room.message",
+                "sender": BOB,
+                "content": {"body": "x", "m.mentions": {"user_ids": None, "room": 1}},
+            },
+            "dn",
+        ),
+        (
+            {
+                "type": "m.room.message",
+                "sender": BOB,
+                "content": {"body": "x", "m.relates_to": "m.replace"},
+            },
+            "dn",
+        ),
     ],
 )
 def test_malformed_events_match_only_what_they_really_contain(
     event: dict[str, Any], expected: str | None
 ) -> None:
     stored = put_rule(EMPTY, RuleKind.CONTENT, "x", {"pattern": "x", "actions": ["notify"]})
-    stored = put_rule(stored, RuleKind.OVERRIDE, "dn", {
-        "conditions": [{"kind": "contains_display_name"}], "actions": ["notify"]})
+    stored = put_rule(
+        stored,
+        RuleKind.OVERRIDE,
+        "dn",
+        {"conditions": [{"kind": "contains_display_name"}], "actions": ["notify"]},
+    )
     ruleset = effective_ruleset(stored, ALICE)
     result = evaluate(ruleset, event, ctx(members=2, display_name="x", sender_power_level=100))
     assert rule_of(result) == expected

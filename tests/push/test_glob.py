@@ -116,9 +116,18 @@ def test_lookup() -> None:
 
 
 def test_event_match_needs_a_string_value_even_for_star() -> None:
-    ruleset = effective_ruleset(put_rule(EMPTY, RuleKind.OVERRIDE, "any-topic", {
-        "conditions": [{"kind": "event_match", "key": "content.topic", "pattern": "*"}],
-        "actions": ["notify"]}), "@a:x")
+    ruleset = effective_ruleset(
+        put_rule(
+            EMPTY,
+            RuleKind.OVERRIDE,
+            "any-topic",
+            {
+                "conditions": [{"kind": "event_match", "key": "content.topic", "pattern": "*"}],
+                "actions": ["notify"],
+            },
+        ),
+        "@a:x",
+    )
     context = PushContext("@a:x", 3)
     base = {"type": "m.room.topic", "sender": "@b:x", "state_key": ""}
     hit = evaluate(ruleset, {**base, "content": {"topic": ""}}, context)
@@ -128,10 +137,21 @@ def test_event_match_needs_a_string_value_even_for_star() -> None:
 
 
 def test_event_match_on_escaped_keys_and_body_rules_in_overrides() -> None:
-    ruleset = effective_ruleset(put_rule(EMPTY, RuleKind.OVERRIDE, "beer", {
-        "conditions": [{"kind": "event_match", "key": "content.body", "pattern": "beer"},
-                       {"kind": "room_member_count", "is": "<=10"}],
-        "actions": ["notify", {"set_tweak": "sound", "value": "beeroclock.wav"}]}), "@a:x")
+    ruleset = effective_ruleset(
+        put_rule(
+            EMPTY,
+            RuleKind.OVERRIDE,
+            "beer",
+            {
+                "conditions": [
+                    {"kind": "event_match", "key": "content.body", "pattern": "beer"},
+                    {"kind": "room_member_count", "is": "<=10"},
+                ],
+                "actions": ["notify", {"set_tweak": "sound", "value": "beeroclock.wav"}],
+            },
+        ),
+        "@a:x",
+    )
     event = {"type": "m.room.message", "sender": "@b:x", "content": {"body": "Beer time!"}}
     hit = evaluate(ruleset, event, PushContext("@a:x", 10))
     assert hit is not None and hit.rule_id == "beer" and hit.sound == "beeroclock.wav"
@@ -155,9 +175,7 @@ def reference_whole(pattern: str, value: str) -> bool:
             for j in range(1, len(v) + 1):
                 reach[j] = reach[j] or reach[j - 1]
         else:
-            reach = [False] + [
-                reach[j] and (ch == "?" or ch == v[j]) for j in range(len(v))
-            ]
+            reach = [False] + [reach[j] and (ch == "?" or ch == v[j]) for j in range(len(v))]
     return reach[len(v)]
 
 

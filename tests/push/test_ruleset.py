@@ -116,16 +116,40 @@ def test_bad_rule_ids_are_refused(kind: RuleKind, rule_id: str) -> None:
         (OVERRIDE, {"actions": [{"value": 1}]}, "M_INVALID_PARAM"),
         (OVERRIDE, {"actions": [], "conditions": {}}, "M_INVALID_PARAM"),
         (OVERRIDE, {"actions": [], "conditions": [{"key": "type"}]}, "M_INVALID_PARAM"),
-        (OVERRIDE, {"actions": [], "conditions": [{"kind": "event_match", "key": "type"}]},
-         "M_MISSING_PARAM"),
-        (OVERRIDE, {"actions": [], "conditions": [{"kind": "room_member_count", "is": "~2"}]},
-         "M_INVALID_PARAM"),
-        (OVERRIDE, {"actions": [], "conditions": [
-            {"kind": "event_property_is", "key": "a", "value": 1.5}]}, "M_INVALID_PARAM"),
-        (OVERRIDE, {"actions": [], "conditions": [
-            {"kind": "event_property_is", "key": "a", "value": 2**53}]}, "M_INVALID_PARAM"),
-        (OVERRIDE, {"actions": [], "conditions": [
-            {"kind": "event_property_contains", "key": "a", "value": [1]}]}, "M_INVALID_PARAM"),
+        (
+            OVERRIDE,
+            {"actions": [], "conditions": [{"kind": "event_match", "key": "type"}]},
+            "M_MISSING_PARAM",
+        ),
+        (
+            OVERRIDE,
+            {"actions": [], "conditions": [{"kind": "room_member_count", "is": "~2"}]},
+            "M_INVALID_PARAM",
+        ),
+        (
+            OVERRIDE,
+            {
+                "actions": [],
+                "conditions": [{"kind": "event_property_is", "key": "a", "value": 1.5}],
+            },
+            "M_INVALID_PARAM",
+        ),
+        (
+            OVERRIDE,
+            {
+                "actions": [],
+                "conditions": [{"kind": "event_property_is", "key": "a", "value": 2**53}],
+            },
+            "M_INVALID_PARAM",
+        ),
+        (
+            OVERRIDE,
+            {
+                "actions": [],
+                "conditions": [{"kind": "event_property_contains", "key": "a", "value": [1]}],
+            },
+            "M_INVALID_PARAM",
+        ),
         (OVERRIDE, ["actions"], "M_BAD_JSON"),
     ],
 )
@@ -229,9 +253,15 @@ def test_enabled_and_actions_of_default_and_user_rules() -> None:
 
 def test_stored_rules_round_trip_through_json() -> None:
     stored = put_rule(EMPTY, CONTENT, "a", keyword("cake*lie"))
-    stored = put_rule(stored, OVERRIDE, "o", {
-        "actions": ["notify"],
-        "conditions": [{"kind": "event_property_is", "key": "content.x", "value": None}]})
+    stored = put_rule(
+        stored,
+        OVERRIDE,
+        "o",
+        {
+            "actions": ["notify"],
+            "conditions": [{"kind": "event_property_is", "key": "content.x", "value": None}],
+        },
+    )
     stored = set_enabled(stored, CONTENT, "a", False)
     stored = set_enabled(stored, OVERRIDE, ".m.rule.master", True)
     stored = set_actions(stored, RuleKind.UNDERRIDE, ".m.rule.call", [])
@@ -268,4 +298,6 @@ def test_kinds_and_actions_parsing() -> None:
     assert error(info) == (400, "M_INVALID_PARAM")
     assert parse_actions(["dont_notify", "coalesce"]) == ()
     assert parse_condition({"kind": "room_member_count", "is": ">=3"}).to_json() == {
-        "kind": "room_member_count", "is": ">=3"}
+        "kind": "room_member_count",
+        "is": ">=3",
+    }

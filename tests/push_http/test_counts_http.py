@@ -30,8 +30,8 @@ async def _counts(c: SpecClient, token: str, room: str, query: str = "") -> dict
     return joined
 
 
-async def test_notify_highlight_and_receipt_reset(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_notify_highlight_and_receipt_reset(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice = (await c.register("pc_alice"))["access_token"]
         bob = (await c.register("pc_bob"))["access_token"]
         status, body = await c.call(
@@ -110,8 +110,8 @@ async def test_notify_highlight_and_receipt_reset(shared_server: ServerProcess) 
         assert joined["unread_notifications"]["notification_count"] == 0
 
 
-async def test_thread_counts(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_thread_counts(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice = (await c.register("pt_alice"))["access_token"]
         bob = (await c.register("pt_bob"))["access_token"]
         status, body = await c.call(
@@ -138,6 +138,14 @@ async def test_thread_counts(shared_server: ServerProcess) -> None:
         assert joined["unread_notifications"]["notification_count"] == 3
         assert "unread_thread_notifications" not in joined
 
+        # A receipt in the main timeline cannot name a threaded event.
+        status, body = await c.call(
+            "POST",
+            f"{V3}/rooms/{room}/receipt/m.read/{in_thread}",
+            {"thread_id": "main"},
+            token=bob,
+        )
+        assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
         # A threaded receipt resets that thread only.
         status, _ = await c.call(
             "POST",

@@ -38,7 +38,7 @@ async def test_first_start_creates_the_data_dir_and_restart_keeps_it(tmp_path: P
     assert (data / "myelin.yaml").stat().st_mode & 0o777 == 0o600
     assert (data / "log" / "myelin.log").is_file()
     # The key document is signed by the key it announces.
-    (key_id, entry), = keys["verify_keys"].items()
+    ((key_id, entry),) = keys["verify_keys"].items()
     verify_json(keys, "localhost", key_id, decode_verify_key(entry["key"]))
 
     server = start_server(data)
@@ -47,8 +47,9 @@ async def test_first_start_creates_the_data_dir_and_restart_keeps_it(tmp_path: P
             _, again = await c.call("GET", "/_matrix/key/v2/server")
             assert set(again["verify_keys"]) == {key_id}
             status, login = await c.call(
-                "POST", f"{V3}/login", {"type": "m.login.password", "user": "persist",
-                                        "password": "pw"},
+                "POST",
+                f"{V3}/login",
+                {"type": "m.login.password", "user": "persist", "password": "pw"},
             )
             assert (status, login["user_id"]) == (200, "@persist:localhost")
     finally:
@@ -80,15 +81,32 @@ def test_user_create_with_registration_closed(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYELIN_")}
     result = subprocess.run(
-        [str(MYELIN), "user", "create", "admin", "--admin", "--password", "pw",
-         "--data-dir", str(data), "--server-name", "closed.test"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            str(MYELIN),
+            "user",
+            "create",
+            "admin",
+            "--admin",
+            "--password",
+            "pw",
+            "--data-dir",
+            str(data),
+            "--server-name",
+            "closed.test",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "created @admin:closed.test (admin)" in result.stdout
     again = subprocess.run(
         [str(MYELIN), "user", "create", "admin", "--password", "pw", "--data-dir", str(data)],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert again.returncode == 1 and "M_USER_IN_USE" in again.stderr
 
@@ -96,10 +114,12 @@ def test_user_create_with_registration_closed(tmp_path: Path) -> None:
     try:
         assert "serving closed.test" in server.startup_line
         assert "registration closed" in server.startup_line
+
         async def login() -> tuple[int, dict[str, str]]:
             async with SpecClient(server.base_url) as c:
                 return await c.call(
-                    "POST", f"{V3}/login",
+                    "POST",
+                    f"{V3}/login",
                     {"type": "m.login.password", "user": "@admin:closed.test", "password": "pw"},
                 )
 
@@ -113,10 +133,29 @@ def test_user_create_with_registration_closed(tmp_path: Path) -> None:
 def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return cert, key
 
@@ -153,7 +192,10 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MYELIN_")}
         result = subprocess.run(
             [str(MYELIN), "serve", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == 1
     assert "Error:" in result.stderr and str(port) in result.stderr
@@ -183,20 +225,39 @@ async def test_sigterm_finishes_requests_in_flight(tmp_path: Path) -> None:
             server.proc.send_signal(signal.SIGTERM)
     assert [t.result() for t in tasks] == [403] * 8
     assert server.stop() == 0
-    assert any("shutdown requested" in line for line in
-               (tmp_path / "data" / "log" / "myelin.log").read_text().splitlines())
+    assert any(
+        "shutdown requested" in line
+        for line in (tmp_path / "data" / "log" / "myelin.log").read_text().splitlines()
+    )
 
 
 def test_user_create_over_http_with_the_shared_secret(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "data", registration_shared_secret="s3cret",
-                          registration="closed")
+    server = start_server(
+        tmp_path / "data", registration_shared_secret="s3cret", registration="closed"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYELIN_")}
     try:
+
         def create(secret: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [str(MYELIN), "user", "create", "remote", "--password", "pw", "--admin",
-                 "--url", server.base_url, "--registration-shared-secret", secret],
-                env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                [
+                    str(MYELIN),
+                    "user",
+                    "create",
+                    "remote",
+                    "--password",
+                    "pw",
+                    "--admin",
+                    "--url",
+                    server.base_url,
+                    "--registration-shared-secret",
+                    secret,
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
             )
 
         wrong = create("wrong")
@@ -219,9 +280,7 @@ async def test_serve_on_postgresql(tmp_path: Path) -> None:
         try:
             async with SpecClient(server.base_url) as c:
                 reg = await c.register("pguser")
-                status, who = await c.call(
-                    "GET", f"{V3}/account/whoami", token=reg["access_token"]
-                )
+                status, who = await c.call("GET", f"{V3}/account/whoami", token=reg["access_token"])
                 assert (status, who["user_id"]) == (200, "@pguser:localhost")
         finally:
             assert server.stop() == 0

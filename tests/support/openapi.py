@@ -119,9 +119,7 @@ def find_operation(method: str, path: str) -> Operation:
     if path.startswith("/_matrix/client/r0/"):
         candidates.append("/_matrix/client/v3/" + path[len("/_matrix/client/r0/") :])
     for candidate in candidates:
-        matches = [
-            op for op in operations() if op.method == method and op.pattern.match(candidate)
-        ]
+        matches = [op for op in operations() if op.method == method and op.pattern.match(candidate)]
         if matches:
             # Prefer the most literal template (fewest parameters) when several match.
             return min(matches, key=lambda op: op.template.count("{"))

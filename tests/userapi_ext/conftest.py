@@ -1,4 +1,4 @@
-"""Store tests run on SQLite and PostgreSQL."""
+"""Store tests run on SQLite and PostgreSQL; HTTP tests on a server per backend."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from myelin.storage import Database, testing
+from tests.push_http.conftest import server
 
 pg_dsn = testing.pg_dsn_fixture()
+
+__all__ = ["db", "pg_dsn", "server"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -22,8 +22,8 @@ def _types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
 
 
-async def test_global_and_room_account_data_and_sync(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_global_and_room_account_data_and_sync(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice = (await c.register("ad_alice"))["access_token"]
         bob = (await c.register("ad_bob"))["access_token"]
         me = quote("@ad_alice:localhost")
@@ -111,8 +111,8 @@ async def test_global_and_room_account_data_and_sync(shared_server: ServerProces
         assert (status, body) == (200, {"a": 1})
 
 
-async def test_tags(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_tags(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice = (await c.register("tag_alice"))["access_token"]
         me = quote("@tag_alice:localhost")
         room = await _room(c, alice)
@@ -142,8 +142,8 @@ async def test_tags(shared_server: ServerProcess) -> None:
         assert events == [{"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.25}}}}]
 
 
-async def test_push_rule_endpoints(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_push_rule_endpoints(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice = (await c.register("pr_alice"))["access_token"]
         status, body = await c.call("GET", f"{V3}/pushrules/", token=alice)
         assert status == 200
@@ -229,8 +229,8 @@ async def test_push_rule_endpoints(shared_server: ServerProcess) -> None:
         assert status == 200 and body == pushed[0]["content"]
 
 
-async def test_pushers(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_pushers(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice = (await c.register("pu_alice"))["access_token"]
         pusher = {
             "pushkey": "key-1",
@@ -251,6 +251,11 @@ async def test_pushers(shared_server: ServerProcess) -> None:
             "POST", f"{V3}/pushers/set", {**pusher, "data": {}}, token=alice
         )
         assert status == 400
+        wrong_path = {"url": "https://push.example.org/notify"}
+        status, body = await c.call(
+            "POST", f"{V3}/pushers/set", {**pusher, "data": wrong_path}, token=alice
+        )
+        assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
         status, body = await c.call(
             "POST",
             f"{V3}/pushers/set",

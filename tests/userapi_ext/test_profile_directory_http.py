@@ -11,8 +11,8 @@ from tests.support.server import ServerProcess
 V3 = "/_matrix/client/v3"
 
 
-async def test_profile_set_get_and_propagation(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_profile_set_get_and_propagation(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice = (await c.register("pf_alice"))["access_token"]
         bob = (await c.register("pf_bob"))["access_token"]
         me = quote("@pf_alice:localhost")
@@ -81,8 +81,8 @@ async def test_profile_set_get_and_propagation(shared_server: ServerProcess) -> 
         assert body == {"displayname": "Alice A."}
 
 
-async def test_user_directory(shared_server: ServerProcess) -> None:
-    async with SpecClient(shared_server.base_url) as c:
+async def test_user_directory(server: ServerProcess) -> None:
+    async with SpecClient(server.base_url) as c:
         alice = (await c.register("ud_alice"))["access_token"]
         bob = (await c.register("ud_bob"))["access_token"]
         carol = (await c.register("ud_carol"))["access_token"]

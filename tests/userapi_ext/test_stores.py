@@ -66,17 +66,34 @@ async def test_push_rule_changes_are_atomic(db: Database) -> None:
 
 
 async def test_receipts_and_presence_positions(db: Database) -> None:
+    await db.migrate("syncapi", "myelin.syncapi.migrations")
     await db.migrate("ephemeral", "myelin.ephemeral.migrations")
 
     async def put_receipts(t: Txn) -> tuple[int, int]:
+        for pos, event_id in ((1, "$1"), (2, "$0")):
+            await t.execute(
+                "INSERT INTO sync_events (pos, room_id, event_id, sender, type, room_version,"
+                " pdu) VALUES (?, '!r:hs', ?, '@x:hs', 'm.room.message', '10', '{}')",
+                pos,
+                event_id,
+            )
         a = await receipts.put(t, "!r:hs", "m.read", ALICE, "", "$1", 10)
         b = await receipts.put(t, "!r:hs", "m.read.private", "@bob:hs", "", "$1", 11)
+        assert a is not None and b is not None
         return a, b
 
     a, b = await db.run(put_receipts)
     assert a < b
+    # "$0" is the later event (pos 2); moving the receipt to it works, back to "$1" not.
+    assert (
+        await db.run(lambda t: receipts.put(t, "!r:hs", "m.read", ALICE, "", "$0", 12)) is not None
+    )
+    assert await db.run(lambda t: receipts.put(t, "!r:hs", "m.read", ALICE, "", "$1", 13)) is None
+    assert await db.read(lambda t: receipts.read_positions(t, "!r:hs", ALICE)) == {"": 2}
     seen = await db.read(lambda t: receipts.receipt_events(t, ALICE, ["!r:hs"], 0, b))
-    assert seen["!r:hs"]["content"] == {"$1": {"m.read": {ALICE: {"ts": 10}}}}
+    assert seen == {}  # Alice's receipt moved on past b, and Bob's is private
+    seen = await db.read(lambda t: receipts.receipt_events(t, ALICE, ["!r:hs"], 0, b + 1))
+    assert seen["!r:hs"]["content"] == {"$0": {"m.read": {ALICE: {"ts": 12}}}}
     seen = await db.read(lambda t: receipts.receipt_events(t, "@bob:hs", ["!r:hs"], a, b))
     assert seen["!r:hs"]["content"] == {"$1": {"m.read.private": {"@bob:hs": {"ts": 11}}}}
 

@@ -58,7 +58,12 @@ def install(router: Router, eph: Ephemeral) -> None:
         receipt_type = req.params["receipt_type"]
         event_id = req.params["event_id"]
         body = req.json_or_empty()
-        thread_id = opt_str(body, "thread_id") or ""
+        thread_id = ""
+        if "thread_id" in body:
+            raw = body["thread_id"]
+            if not isinstance(raw, str) or not raw:
+                raise invalid_param("'thread_id' must be a non-empty string")
+            thread_id = raw
         if receipt_type == "m.fully_read":
             if thread_id:
                 raise invalid_param("m.fully_read cannot be threaded")

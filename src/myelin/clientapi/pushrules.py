@@ -10,6 +10,7 @@ stored and listed; delivery to push gateways is not done yet.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from myelin.clientapi.http import (
     MatrixError,
@@ -90,8 +91,14 @@ def _check_pusher(body: dict[str, Any]) -> dict[str, Any]:
         raise bad_json("'data' must be an object")
     if kind == "http":
         url = data.get("url")
-        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            raise invalid_param("'data.url' must be an http(s) URL for an http pusher")
+        if (
+            not isinstance(url, str)
+            or not url.startswith(("https://", "http://"))
+            or urlsplit(url).path != "/_matrix/push/v1/notify"
+        ):
+            raise invalid_param(
+                "'data.url' must be an http(s) URL with the path /_matrix/push/v1/notify"
+            )
     pusher["data"] = data
     return pusher
 

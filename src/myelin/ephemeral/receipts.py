@@ -24,8 +24,22 @@ async def put(
     thread_id: str,
     event_id: str,
     ts: int,
-) -> int:
-    """Store a receipt; returns its stream position."""
+) -> int | None:
+    """Store a receipt; returns its stream position, or None when the user's receipt of
+    that type and thread is already at a later event (receipts never move backwards)."""
+    newer = await t.fetchval(
+        "SELECT 1 FROM receipts r JOIN sync_events old ON old.event_id = r.event_id"
+        " JOIN sync_events new ON new.event_id = ?"
+        " WHERE r.room_id = ? AND r.receipt_type = ? AND r.user_id = ? AND r.thread_id = ?"
+        " AND old.pos >= new.pos",
+        event_id,
+        room_id,
+        receipt_type,
+        user_id,
+        thread_id,
+    )
+    if newer is not None:
+        return None
     pos = int(
         await t.fetchval("INSERT INTO receipt_stream (room_id) VALUES (?) RETURNING pos", room_id)
     )

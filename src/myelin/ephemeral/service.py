@@ -18,11 +18,11 @@ import orjson
 
 from myelin.ephemeral import presence, receipts
 from myelin.ephemeral.typing import MAX_TIMEOUT_MS, Typing
-from myelin.push.counts import CountCache, room_counts
+from myelin.push.counts import CountCache, room_counts, thread_of
 from myelin.push.evaluator import CompiledRuleSet, compile_ruleset
 from myelin.push.ruleset import StoredRules, effective_ruleset, pushrules_content
 from myelin.storage import Database, Txn
-from myelin.syncapi.filters import SyncFilter
+from myelin.syncapi.filters import EventFilter, SyncFilter
 from myelin.syncapi.tokens import StreamToken
 from myelin.userapi import accountdata
 from myelin.userapi.accountdata import AccountData
@@ -154,10 +154,25 @@ class Ephemeral:
                 raise EphemeralError(
                     403, "M_FORBIDDEN", f"User {user_id} is not joined to room {room_id}"
                 )
-            found = await t.fetchval("SELECT room_id FROM sync_events WHERE event_id = ?", event_id)
-            if found != room_id:
+            found = await t.fetchone(
+                "SELECT room_id, pdu FROM sync_events WHERE event_id = ?", event_id
+            )
+            if found is None or found[0] != room_id:
                 raise EphemeralError(404, "M_NOT_FOUND", f"Unknown event {event_id} in room")
-            await receipts.put(t, room_id, receipt_type, user_id, thread_id, event_id, now_ms())
+            if thread_id:
+                in_thread = thread_of(orjson.loads(found[1]))
+                related = (
+                    in_thread == "" if thread_id == "main" else thread_id in (in_thread, event_id)
+                )
+                if not related:
+                    raise EphemeralError(
+                        400, "M_INVALID_PARAM", f"{event_id} is not in thread {thread_id}"
+                    )
+            pos = await receipts.put(
+                t, room_id, receipt_type, user_id, thread_id, event_id, now_ms()
+            )
+            if pos is None:
+                return []
             if receipt_type == receipts.PRIVATE:
                 return [user_id]
             return await joined_members(t, room_id)
@@ -258,12 +273,15 @@ class Ephemeral:
             await presence.latest_position(t),
         )
         rows = await t.fetchall(
-            "SELECT room_id FROM sync_memberships WHERE user_id = ? AND membership = 'join'"
+            "SELECT room_id, pos FROM sync_memberships WHERE user_id = ? AND membership = 'join'"
             " AND pos <= ?",
             user_id,
             upto_room,
         )
         joined = [str(r[0]) for r in rows if flt.allows_room(str(r[0]))]
+        joined_set = set(joined)
+        # Rooms joined since the token get their whole ephemeral state, as in an initial sync.
+        fresh = {str(r[0]) for r in rows if since is None or int(r[1]) > since.room}
         join_section: dict[str, Any] = response["rooms"]["join"]
         news = False
         room_ephemeral: dict[str, list[dict[str, Any]]] = {}
@@ -274,10 +292,17 @@ class Ephemeral:
         for entry in await accountdata.changes(t, user_id, prev.account_data, now.account_data):
             event = {"type": entry.type, "content": entry.content}
             if entry.room_id == "":
-                global_events.append(event)
-            elif entry.room_id in joined:
+                if flt.account_data.allows(entry.type, user_id):
+                    global_events.append(event)
+            elif entry.room_id in joined_set and _allows(
+                flt.room_account_data, entry.room_id, event
+            ):
                 room_data.setdefault(entry.room_id, []).append(event)
-        if initial and not any(e["type"] == accountdata.PUSH_RULES_TYPE for e in global_events):
+        if (
+            initial
+            and flt.account_data.allows(accountdata.PUSH_RULES_TYPE, user_id)
+            and not any(e["type"] == accountdata.PUSH_RULES_TYPE for e in global_events)
+        ):
             rules = effective_ruleset(StoredRules(), user_id)
             global_events.append(
                 {"type": accountdata.PUSH_RULES_TYPE, "content": pushrules_content(rules)}
@@ -288,18 +313,24 @@ class Ephemeral:
 
         # Receipts and typing.
         receipt_events = await receipts.receipt_events(
-            t, user_id, joined, prev.receipts, now.receipts
+            t, user_id, [r for r in joined if r not in fresh], prev.receipts, now.receipts
+        )
+        receipt_events.update(
+            await receipts.receipt_events(
+                t, user_id, [r for r in joined if r in fresh], 0, now.receipts
+            )
         )
         typing_after = 0 if prev.typing > now.typing else prev.typing
         for room_id in joined:
             events: list[dict[str, Any]] = []
             typing_users = typing.users(room_id, typing_now)
-            if (initial and typing_users) or (
-                not initial and typing.changed_after(room_id, typing_after)
+            if (room_id in fresh and typing_users) or (
+                room_id not in fresh and typing.changed_after(room_id, typing_after)
             ):
                 events.append({"type": "m.typing", "content": {"user_ids": typing_users}})
             if room_id in receipt_events:
                 events.append(receipt_events[room_id])
+            events = [e for e in events if _allows(flt.ephemeral, room_id, e)]
             if events:
                 room_ephemeral[room_id] = events
 
@@ -332,11 +363,24 @@ class Ephemeral:
 
         # Presence of the users sharing a room with the user.
         users = await sharing_users(t, user_id)
-        presence_events = await presence.events(t, users, prev.presence, now.presence, now_ms())
+        presence_events = [
+            e
+            for e in await presence.events(t, users, prev.presence, now.presence, now_ms())
+            if flt.presence.allows(e["type"], e["sender"])
+        ]
+        if flt.presence.limit is not None:
+            presence_events = presence_events[-flt.presence.limit :] if flt.presence.limit else []
         if presence_events:
             response["presence"] = {"events": presence_events}
             news = True
         return now.as_tuple(), news
+
+
+def _allows(flt: EventFilter, room_id: str, event: dict[str, Any]) -> bool:
+    """A room-section filter: its rooms and its event types (these events have no sender
+    of their own, so a `senders` list admits none of them)."""
+    sender = event.get("sender", "")
+    return flt.allows_room(room_id) and flt.allows(str(event["type"]), str(sender))
 
 
 def _empty_room(upto_room: int) -> dict[str, Any]:

@@ -28,7 +28,9 @@ async def install_user_data(
     rooms.sync.contributor = eph
 
     async def on_sync(user_id: str, state: str) -> None:
-        await eph.set_presence(user_id, state, None, keep_msg=True)
+        # `set_presence=offline` means "do not mark me online", not "mark me offline".
+        if state != "offline":
+            await eph.set_presence(user_id, state, None, keep_msg=True)
 
     rooms.sync.presence_hook = on_sync
     account_data_routes.install(router, store)

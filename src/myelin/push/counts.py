@@ -52,7 +52,8 @@ class RoomCounts:
     threads: dict[str, Counts] = field(default_factory=dict)
 
 
-def _thread_of(pdu: dict[str, Any]) -> str:
+def thread_of(pdu: dict[str, Any]) -> str:
+    """The thread root an event belongs to, "" for the main timeline."""
     relates = pdu.get("content", {}).get("m.relates_to")
     if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
         root = relates.get("event_id")
@@ -198,7 +199,7 @@ async def room_counts(
         context, levels = await room_context(t, room_id, user_id)
         for pos, raw in rows:
             pdu = orjson.loads(raw)
-            thread = _thread_of(pdu)
+            thread = thread_of(pdu)
             read = max(reads.get(thread, 0), everything) if thread else main_read
             if int(pos) <= read:
                 continue
@@ -267,7 +268,7 @@ async def notifications(
             continue
         if only_highlight and not actions.is_highlight:
             continue
-        thread = _thread_of(pdu)
+        thread = thread_of(pdu)
         everything = reads.get("", 0)
         read_upto = max(reads.get(thread or "main", 0), everything)
         event = {k: pdu[k] for k in ("type", "sender", "content", "origin_server_ts") if k in pdu}

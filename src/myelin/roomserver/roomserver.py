@@ -1,8 +1,10 @@
-"""The roomserver: the single writer of room state.
+"""The roomserver: the single writer of room state, one room at a time.
 
-Input (`submit` for one event, `input` for several) is batched: callers queue their
-events and whoever holds the input lock processes everything queued so far as one batch
-(group commit, no background task). For each event, in order:
+Input (`submit` for one event, `input` for several) is single-writer per room and
+group-committed across rooms, with no background task. Callers queue their events on
+their room; whoever holds that room's lock decides everything queued for the room so
+far. Rooms are decided concurrently (their auth and state work interleave), the events
+of one room strictly in order. For each event:
 
 1. de-duplicate by event ID;
 2. check it against its own auth events (rejected if they don't authorise it, or if one
@@ -12,12 +14,20 @@ events and whoever holds the input lock processes everything queued so far as on
 4. for new events, check it against the room's current state (soft-failed if not);
 5. compute the state after it, the new forward extremities and current state.
 
-The batch's log records (event, status, state before it as a delta, change of current
-state) are appended to the room event log in one call: that append is the commit point.
-Only then are the projections written (one transaction) and the callers answered, so no
-event ID is returned and no query sees an event before it is durably in the log. If
-anything fails after the append, the in-memory model is dropped and the projections are
-caught up from the log, the same path `myelin rebuild` and start-up take.
+A room's decided batch then joins the commit queue, and whoever holds the commit lock
+commits every queued batch, of any number of rooms, at once: their log records (event,
+status, state before it as a delta, change of current state) are appended in one call,
+which is the commit point, then the projections are written in one transaction and the
+callers answered. So no event ID is returned and no query sees an event before it is
+durably in the log. A room keeps its lock until its batch is committed, so the next
+batch of that room is decided on committed state. If a commit fails, the projections are
+caught up from the log (the path `myelin rebuild` and start-up take) before any room of
+that commit decides again, and those rooms' in-memory models are dropped; other rooms
+carry on.
+
+Cancellation: a caller cancelled while its events are queued withdraws them; a room
+whose batch a commit has already taken waits for that commit before it lets go of the
+room, so a room's model never runs ahead of, or behind, what was committed.
 """
 
 from __future__ import annotations
@@ -79,16 +89,61 @@ class _Room:
     tip: str | None
 
 
-class _NeedFlush(Exception):
-    """The next event needs the state after an event of the batch that is not the tip."""
+class _Wait(Exception):
+    """The decision needs an event of a batch that is not committed yet (its state-after
+    is read from the projections, or it is submitted again): commit it first."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+
+
+def _stale() -> RoomserverError:
+    return RoomserverError("an earlier commit of the room failed")
+
+
+_Queued = tuple[InputEvent, "asyncio.Future[InputResult]"]
+
+
+@dataclass
+class _Slot:
+    """One room's input: what is queued for it, and the lock of its deciding caller."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queue: list[_Queued] = field(default_factory=list)
+    users: int = 0
 
 
 @dataclass
 class _Batch:
+    """Decided events of one room, waiting for (or in) a group commit."""
+
+    room_id: str
+    generation: int
+    """The room's generation when deciding began: a failed commit of the room bumps it,
+    and a batch decided on top of the failed one is refused."""
+    committed: asyncio.Future[None]
+    """The outcome of the commit that takes the batch."""
     payloads: list[LogPayload] = field(default_factory=list)
     answers: list[tuple[asyncio.Future[InputResult], int | None, _Known]] = field(
         default_factory=list
     )
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Fail a future unless it has an outcome (marked retrieved: the caller re-raises)."""
+    if not future.done():
+        future.set_exception(exc if isinstance(exc, Exception) else RoomserverError("cancelled"))
+        future.exception()
+
+
+def _room_key(event: Event) -> str:
+    """The room an input event is serialised in ("" if it has no usable room ID:
+    those are refused by the decision anyway)."""
+    try:
+        return event.room_id
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ""
 
 
 async def replay(
@@ -132,8 +187,15 @@ class Roomserver(RoomQueries):
         self._absent: set[str] = set()
         self._after: dict[str, dict[StateKey, str]] = {}
         self._broken: RoomserverError | None = None
-        self._queue: list[tuple[InputEvent, asyncio.Future[InputResult]]] = []
-        self._lock = asyncio.Lock()
+        self._slots: dict[str, _Slot] = {}
+        self._commit_queue: list[_Batch] = []
+        self._commit_lock = asyncio.Lock()
+        self._inflight: list[_Batch] = []
+        self._pending: dict[str, _Batch] = {}
+        """Staged events not committed yet, and their batch."""
+        self._generations: dict[str, int] = {}
+        self._recovered = asyncio.Event()
+        self._recovered.set()
         self.batches = 0
         """How many batches were committed (for tests and benchmarks)."""
 
@@ -162,27 +224,41 @@ class Roomserver(RoomQueries):
         return result
 
     async def input(self, items: Sequence[InputEvent]) -> list[InputResult | InputError]:
-        """Process events in order, in as few batches as possible; one result (or the
-        InputError that refused it) per event."""
+        """Process events, each room's in order, in as few commits as possible; one
+        result (or the InputError that refused it) per event."""
         if self._broken is not None:
             raise self._broken
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[InputResult]] = []
-        for item in items:
+        by_room: dict[str, list[asyncio.Future[InputResult]]] = {}
+        keys = [_room_key(item.event) for item in items]
+        for item, key in zip(items, keys, strict=True):
             future: asyncio.Future[InputResult] = loop.create_future()
-            self._queue.append((item, future))
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = _Slot()
+            if key not in by_room:
+                slot.users += 1
+                by_room[key] = []
+            slot.queue.append((item, future))
+            by_room[key].append(future)
             futures.append(future)
-        while not all(f.done() for f in futures):
-            async with self._lock:
-                if all(f.done() for f in futures):
-                    break
-                queued, self._queue = self._queue, []
-                if self._broken is not None:
-                    for _, future in queued:
-                        if not future.done():
-                            future.set_exception(self._broken)
-                    continue
-                await self._process(queued)
+        try:
+            if len(by_room) == 1:
+                [(key, mine)] = by_room.items()
+                await self._drive(key, mine)
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for key, mine in by_room.items():
+                        tg.create_task(self._drive(key, mine))
+        finally:
+            for key in by_room:
+                slot = self._slots[key]
+                # Withdraw what nobody took (only when this caller was cancelled).
+                slot.queue = [q for q in slot.queue if q[1] not in futures]
+                slot.users -= 1
+                if slot.users == 0 and not slot.queue:
+                    del self._slots[key]
         results: list[InputResult | InputError] = []
         for f in futures:
             exc = f.exception()
@@ -194,24 +270,74 @@ class Roomserver(RoomQueries):
                 raise exc
         return results
 
-    async def _process(self, queued: list[tuple[InputEvent, asyncio.Future[InputResult]]]) -> None:
-        batch = _Batch()
+    async def _drive(self, room_id: str, futures: list[asyncio.Future[InputResult]]) -> None:
+        """Until these futures are answered: take the room's lock, decide everything
+        queued for the room, queue it for commit, let go of the room, see it committed.
+        Failures end up in the futures."""
+        slot = self._slots[room_id]
+        while not all(f.done() for f in futures):
+            batches: list[_Batch] = []
+            async with slot.lock:
+                if all(f.done() for f in futures):
+                    break
+                queued, slot.queue = slot.queue, []
+                if self._broken is None:
+                    await self._recovered.wait()
+                if self._broken is not None:
+                    for _, future in queued:
+                        _fail(future, self._broken)
+                    continue
+                try:
+                    await self._decide_all(room_id, queued, batches)
+                except BaseException as exc:
+                    # The room's model may be ahead of what will be committed: let its
+                    # queued batches settle, then reload it from the projections.
+                    cancelled = await self._settle(
+                        [b for b in self._open_batches() if b.room_id == room_id]
+                    )
+                    self._forget_room(room_id)
+                    self._answer(batches)
+                    for _, future in queued:
+                        _fail(future, exc)
+                    if cancelled:
+                        raise asyncio.CancelledError from exc
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+            # Outside the room's lock: the room's next batch is decided on top of this one
+            # while this one commits, and joins the same or the next commit.
+            if await self._settle(batches):
+                self._answer(batches)
+                raise asyncio.CancelledError
+            self._answer(batches)
+
+    async def _decide_all(self, room_id: str, queued: list[_Queued], out: list[_Batch]) -> None:
+        """Decide one room's queued events in order (holding its lock); every batch of
+        staged events is queued for commit and appended to `out`."""
         self._absent.clear()
-        if len(self._known) > _EVENT_CACHE_LIMIT:
-            self._known.clear()  # nothing is pending between batches
+        self._trim()
+        batch = self._new_batch(room_id)
+        await self._prefetch(
+            [i.event.event_id for i, _ in queued]
+            + [p for i, _ in queued for p in i.event.prev_event_ids]
+            + [a for i, _ in queued for a in i.event.auth_event_ids]
+        )
         try:
-            await self._prefetch(
-                [i.event.event_id for i, _ in queued]
-                + [p for i, _ in queued for p in i.event.prev_event_ids]
-                + [a for i, _ in queued for a in i.event.auth_event_ids]
-            )
             for item, future in queued:
                 while True:
                     try:
                         outcome = await self._decide(item, batch)
-                    except _NeedFlush:
-                        await self._commit(batch)
-                        batch = _Batch()
+                    except _Wait as wait:
+                        owner = self._pending.get(wait.event_id)
+                        if owner is None:
+                            raise RoomserverError(
+                                f"{wait.event_id} is pending in no batch"
+                            ) from wait
+                        if owner is batch:
+                            staged, batch = batch, self._new_batch(room_id)
+                            if not self._enqueue(staged, out):
+                                raise _stale() from None
+                        await self._settle_or_raise(owner)
                         continue
                     except InputError as exc:
                         future.set_exception(exc)
@@ -226,56 +352,158 @@ class Roomserver(RoomQueries):
                     else:
                         batch.answers.append((future, len(batch.payloads) - 1, outcome))
                     break
-            await self._commit(batch)
-            if len(self._rooms) > _ROOM_CACHE_LIMIT:
-                self._rooms.clear()  # nothing is pending now: they reload from the database
-        except BaseException as exc:
-            # Nothing after the failure point was answered; whatever reached the log is
-            # replayed into the projections by the recovery.
-            for _, future in queued:
-                if not future.done():
-                    future.set_exception(
-                        exc if isinstance(exc, Exception) else RoomserverError("cancelled")
-                    )
-                    future.exception()  # retrieved: the leader re-raises it below
-            try:
-                await self._recover()
-            except Exception as recovery:
-                self._broken = RoomserverError(f"the roomserver could not recover: {recovery!r}")
+        except BaseException:
+            # What was staged is queued even on failure: the caller lets it settle.
+            self._enqueue(batch, out)
             raise
+        if not self._enqueue(batch, out):
+            raise _stale()
+
+    def _new_batch(self, room_id: str) -> _Batch:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        return _Batch(room_id, self._generations.get(room_id, 0), future)
+
+    def _enqueue(self, batch: _Batch, out: list[_Batch]) -> bool:
+        """Queue a decided batch for commit; False (and the batch failed) if it was
+        decided on top of a batch whose commit failed."""
+        out.append(batch)
+        if not batch.payloads:
+            batch.committed.set_result(None)
+            return True
+        if batch.generation != self._generations.get(batch.room_id, 0):
+            _fail(batch.committed, _stale())
+            self._unpend(batch)
+            return False
+        self._commit_queue.append(batch)
+        out.append(batch)
+        return True
+
+    def _unpend(self, batch: _Batch) -> None:
+        for payload in batch.payloads:
+            if self._pending.get(payload.event.event_id) is batch:
+                del self._pending[payload.event.event_id]
+
+    def _open_batches(self) -> list[_Batch]:
+        return [*self._inflight, *self._commit_queue]
+
+    async def _settle_or_raise(self, batch: _Batch) -> None:
+        await self._commit(batch)
+        failure = batch.committed.exception()
+        if failure is not None:
+            raise failure
+
+    async def _settle(self, batches: Sequence[_Batch]) -> bool:
+        """See these batches committed (or failed) even if cancelled meanwhile, so that
+        no room is left with a model that disagrees with the log; True if cancelled."""
+        cancelled = False
+        for batch in batches:
+            while not batch.committed.done():
+                try:
+                    await self._commit(batch)
+                except asyncio.CancelledError:
+                    cancelled = True
+        return cancelled
 
     async def _commit(self, batch: _Batch) -> None:
-        if not batch.payloads:
+        """Return once `batch` is committed or failed: whoever gets the commit lock
+        commits everything queued, of every room."""
+        while not batch.committed.done():
+            async with self._commit_lock:
+                if batch.committed.done():
+                    break
+                group, self._commit_queue = self._commit_queue, []
+                if group:
+                    await self._commit_group(group)
+
+    def _answer(self, batches: Sequence[_Batch]) -> None:
+        for batch in batches:
+            failure = batch.committed.exception() if batch.committed.done() else None
             for future, _, known in batch.answers:
-                future.set_result(self._result(known))
+                if future.done():
+                    continue
+                if failure is not None:
+                    _fail(future, failure)
+                elif batch.committed.done():
+                    future.set_result(self._result(known))
+
+    async def _commit_group(self, group: list[_Batch]) -> None:
+        """The commit point of several rooms' batches: one log append, then one
+        projection transaction. Holds the commit lock; settles every batch of `group`."""
+        self._inflight = group
+        payloads = [p for b in group for p in b.payloads]
+        try:
+            records = [LogRecord(p.event.room_id, p.encode()) for p in payloads]
+            offsets = await self.log.append(records)  # the commit point
+            pairs = list(zip(payloads, offsets, strict=True))
+
+            async def apply(t: Txn) -> None:
+                await self._writer.apply_batch(t, pairs)
+
+            # Not durable on its own: the log already is, and start-up replays what a
+            # power failure may have lost here.
+            await self.db.run(apply, durable=False)
+        except BaseException as exc:
+            self._inflight = []
+            await self._fail_group(group, exc)
+            if not isinstance(exc, Exception):
+                raise
             return
-        records = [LogRecord(p.event.room_id, p.encode()) for p in batch.payloads]
-        offsets = await self.log.append(records)  # the commit point
-        pairs = list(zip(batch.payloads, offsets, strict=True))
-
-        async def apply(t: Txn) -> None:
-            await self._writer.apply_batch(t, pairs)
-
-        # Not durable on its own: the log already is, and start-up replays what a power
-        # failure may have lost here.
-        await self.db.run(apply, durable=False)
+        self._inflight = []
         self.batches += 1
         for payload, offset in pairs:
-            known = self._known[payload.event.event_id]
-            known.log_offset = offset
-            known.pending = False
-        for future, _, known in batch.answers:
-            if not future.done():
-                future.set_result(self._result(known))
+            known = self._known.get(payload.event.event_id)
+            if known is not None:
+                known.log_offset = offset
+                known.pending = False
+        for b in group:
+            self._unpend(b)
+            b.committed.set_result(None)
 
-    async def _recover(self) -> None:
-        """After a failure: forget everything in memory and catch up from the log."""
-        self._writer.reset()
-        self._rooms.clear()
-        self._known.clear()
+    async def _fail_group(self, group: list[_Batch], exc: BaseException) -> None:
+        """After a failed commit: its rooms' later batches fail with it, their models are
+        dropped, and no room decides until the projections have caught up with the log
+        (some of the group may be in it)."""
+        failure = exc if isinstance(exc, Exception) else RoomserverError("cancelled")
+        rooms = {b.room_id for b in group}
+        later = [b for b in self._commit_queue if b.room_id in rooms]
+        self._commit_queue = [b for b in self._commit_queue if b.room_id not in rooms]
+        for room_id in rooms:
+            self._generations[room_id] = self._generations.get(room_id, 0) + 1
+            self._forget_room(room_id)
+        self._recovered.clear()
+        try:
+            self._writer.reset()
+            await self._catch_up()
+        except Exception as recovery:
+            self._broken = RoomserverError(f"the roomserver could not recover: {recovery!r}")
+        except BaseException:
+            self._broken = RoomserverError("the roomserver could not recover: cancelled")
+            raise
+        finally:
+            self._recovered.set()
+            for b in [*group, *later]:
+                self._unpend(b)
+                _fail(b.committed, failure)
+            for room_id in rooms:
+                self._forget_room(room_id)
+
+    def _forget_room(self, room_id: str) -> None:
+        """Drop a room's in-memory model and its uncommitted events: it reloads from the
+        projections."""
+        self._rooms.pop(room_id, None)
+        stale = [k for k, v in self._known.items() if v.pending and v.event.room_id == room_id]
+        for event_id in stale:
+            del self._known[event_id]
+            self._after.pop(event_id, None)
         self._absent.clear()
-        self._after.clear()
-        await self._catch_up()
+
+    def _trim(self) -> None:
+        """Bound the caches; what is pending, or a room being decided, stays."""
+        if len(self._known) > _EVENT_CACHE_LIMIT:
+            self._known = {k: v for k, v in self._known.items() if v.pending}
+            self._absent.clear()
+        if len(self._rooms) > _ROOM_CACHE_LIMIT:
+            self._rooms = {k: v for k, v in self._rooms.items() if k in self._slots}
 
     @staticmethod
     def _result(known: _Known, duplicate: bool = False) -> InputResult:
@@ -348,7 +576,7 @@ class Roomserver(RoomQueries):
         if known is None:
             raise InputError(f"unknown event {event_id}")
         if known.pending:
-            raise _NeedFlush
+            raise _Wait(event_id)
 
         async def load(t: Txn) -> dict[StateKey, str] | None:
             snapshot = await t.fetchval(
@@ -437,8 +665,10 @@ class Roomserver(RoomQueries):
         event = item.event
         existing = await self._get(event.event_id)
         if existing is not None:
+            if existing.pending and existing.event.room_id != event.room_id:
+                raise InputError(f"event ID {event.event_id} is being used in another room")
             if existing.pending:
-                raise _NeedFlush
+                raise _Wait(event.event_id)
             return self._result(existing, duplicate=True)
         if not event.room_id or len(event.room_id.encode()) > 255:
             raise InputError("the event has no valid room ID")
@@ -610,4 +840,5 @@ class Roomserver(RoomQueries):
         batch.payloads.append(payload)
         known = _Known(item.event, status, reason, None, pending=True)
         self._remember(known)
+        self._pending[item.event.event_id] = batch
         return known

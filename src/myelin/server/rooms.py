@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from myelin.clientapi import relations, report, search, spaces
 from myelin.clientapi import rooms as room_routes
 from myelin.clientapi.context import ClientContext
 from myelin.clientapi.directory import Directory
@@ -67,6 +68,8 @@ async def _components(
     writer = RoomWriter(roomserver, notifier, ctx.server_name, ctx.key.key)
     components = RoomComponents(log, roomserver, notifier, reader, sync, directory, writer)
     room_routes.install(router, room_routes.Rooms(ctx, roomserver, writer, sync, directory))
+    for module in (relations, search, spaces, report):
+        module.install(router, sync)
     # An error of the block passes through unchanged (not wrapped in the task
     # group's ExceptionGroup), so callers see e.g. a startup error as it is.
     body_error: BaseException | None = None

@@ -93,6 +93,10 @@ class SyncFilter:
     include_leave: bool = False
     timeline: EventFilter = EventFilter()
     state: EventFilter = EventFilter()
+    ephemeral: EventFilter = EventFilter()
+    room_account_data: EventFilter = EventFilter()
+    account_data: EventFilter = EventFilter()
+    presence: EventFilter = EventFilter()
 
     @staticmethod
     def parse(value: Any) -> SyncFilter:
@@ -107,6 +111,10 @@ class SyncFilter:
             include_leave=room.get("include_leave") is True,
             timeline=EventFilter.parse(room.get("timeline")),
             state=EventFilter.parse(room.get("state")),
+            ephemeral=EventFilter.parse(room.get("ephemeral")),
+            room_account_data=EventFilter.parse(room.get("account_data")),
+            account_data=EventFilter.parse(value.get("account_data")),
+            presence=EventFilter.parse(value.get("presence")),
         )
 
     def allows_room(self, room_id: str) -> bool:

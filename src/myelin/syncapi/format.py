@@ -61,12 +61,14 @@ def client_event(
     redactions: Mapping[str, StoredEvent] | None = None,
     txn_ids: Mapping[str, str] | None = None,
     replaced: Mapping[str, StoredEvent] | None = None,
+    relations: Mapping[str, Mapping[str, Any]] | None = None,
     with_room_id: bool = True,
     now: int | None = None,
 ) -> dict[str, Any]:
     """The client format of `event`; `redactions` maps redaction event IDs to their rows
     (for `redacted_because`), `txn_ids` event IDs to the requesting device's txn IDs,
-    `replaced` the state events that state events replaced (for `prev_content`)."""
+    `replaced` the state events that state events replaced (for `prev_content`),
+    `relations` event IDs to their bundled aggregations (`unsigned["m.relations"]`)."""
     pdu = event.pdu
     if event.redacted_by is not None:
         pdu = redact(pdu, room_version(event.room_version))
@@ -97,6 +99,8 @@ def client_event(
         redacts = pdu.get("redacts") or pdu.get("content", {}).get("redacts")
         if isinstance(redacts, str):
             out["redacts"] = redacts
+    if relations and event.event_id in relations:
+        unsigned["m.relations"] = dict(relations[event.event_id])
     out["unsigned"] = unsigned
     return out
 

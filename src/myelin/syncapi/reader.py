@@ -23,7 +23,9 @@ from myelin.core.roomversions import room_version
 from myelin.eventlog.api import EventLog, LogEntry
 from myelin.roomserver.types import InputKind, LogPayload, Status
 from myelin.storage import Database, Txn
+from myelin.syncapi import relations
 from myelin.syncapi.notifier import Notifier
+from myelin.syncapi.search import ensure_fulltext
 
 log = logging.getLogger("myelin.syncapi")
 
@@ -34,6 +36,7 @@ PROJECTION_TABLES = (
     "sync_events",
     "sync_current_state",
     "sync_memberships",
+    *relations.RELATION_TABLES,
 )
 _CHUNK = 500
 
@@ -100,6 +103,7 @@ async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[st
             orjson.dumps(event.pdu).decode(),
             replaces,
         )
+        await relations.apply_event(t, event, offset)
         if event.type == "m.room.redaction" and event.redacts:
             row = await t.fetchone(
                 "SELECT sender FROM sync_events WHERE event_id = ? AND room_id = ?",
@@ -113,6 +117,7 @@ async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[st
                     event.event_id,
                     event.redacts,
                 )
+                await relations.apply_redaction(t, event.redacts)
         for event_type, state_key, event_id in payload.state_delta:
             await _apply_state(t, room_id, event_type, state_key, event_id, offset, event)
     if last:
@@ -217,6 +222,7 @@ class SyncReader:
     async def open(self) -> None:
         """Migrate and catch up with everything committed so far."""
         await self.db.migrate(COMPONENT, MIGRATIONS)
+        await ensure_fulltext(self.db)
         self.position = await self.db.read(position)
         head = await self.log.head()
         if self.position > head:

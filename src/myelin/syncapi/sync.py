@@ -25,6 +25,7 @@ from myelin.syncapi import queries
 from myelin.syncapi.filters import EventFilter, SyncFilter
 from myelin.syncapi.format import StoredEvent, client_event, now_ms, stripped_event
 from myelin.syncapi.notifier import Notifier
+from myelin.syncapi.relations import bundled_aggregations
 from myelin.syncapi.tokens import StreamToken
 
 INVITE_STATE_TYPES = (
@@ -295,8 +296,15 @@ class SyncAPI:
         own = [e.event_id for e in timeline if e.sender == who.user_id]
         txns = await queries.txn_ids(t, who.user_id, who.device_id, own)
         summary = await self._summary(t, room_id)
+        plain = functools.partial(client_event, redactions=redactions, now=now)
+        bundles = await bundled_aggregations(t, timeline, who.user_id, plain)
         fmt = functools.partial(
-            client_event, redactions=redactions, replaced=replaced, with_room_id=False, now=now
+            client_event,
+            redactions=redactions,
+            replaced=replaced,
+            relations=bundles,
+            with_room_id=False,
+            now=now,
         )
         return {
             "timeline": {
@@ -396,8 +404,17 @@ class SyncAPI:
         own = [e.event_id for e in events if e.sender == who.user_id]
         txns = await queries.txn_ids(t, who.user_id, who.device_id, own)
         now = now_ms()
+        plain = functools.partial(client_event, redactions=redactions, now=now)
+        bundles = await bundled_aggregations(t, events, who.user_id, plain)
         return [
-            client_event(e, redactions=redactions, txn_ids=txns, replaced=replaced, now=now)
+            client_event(
+                e,
+                redactions=redactions,
+                txn_ids=txns,
+                replaced=replaced,
+                relations=bundles,
+                now=now,
+            )
             for e in events
         ]
 

@@ -1,0 +1,252 @@
+"""Relations, threads and `/timestamp_to_event` (Client-Server API, v1 endpoints).
+
+- `GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]`: the child events of
+  an event, newest first by default, paginated with stream tokens (`from`, `to`, `dir`,
+  `limit`), optionally `recurse` (children of children, up to `MAX_RECURSION` levels).
+- `GET /rooms/{roomId}/threads`: thread roots, most recently active first (`include`
+  `all` or `participated`), each with its bundled `m.thread` aggregation.
+- `GET /rooms/{roomId}/timestamp_to_event`: the event nearest a timestamp, `dir` f or b.
+
+Everything is read from the sync projections, within the history the user may read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from myelin.clientapi.directory import check_room_id
+from myelin.clientapi.http import (
+    MatrixError,
+    Request,
+    Response,
+    invalid_param,
+    json_response,
+    missing_param,
+    not_found,
+)
+from myelin.clientapi.router import CLIENT_V1_PREFIX, Router
+from myelin.storage import Txn
+from myelin.syncapi import queries
+from myelin.syncapi import relations as rel
+from myelin.syncapi.format import StoredEvent, client_event, now_ms
+from myelin.syncapi.sync import SyncAPI, _visible_after
+from myelin.syncapi.tokens import StreamToken
+
+MAX_RECURSION = 3
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+
+
+def int_param(req: Request, name: str, default: int, maximum: int = MAX_LIMIT) -> int:
+    value = req.query_param(name)
+    if value is None or value == "":
+        return default
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise invalid_param(f"'{name}' must be a non-negative integer")
+    return min(int(value), maximum)
+
+
+def direction_param(req: Request, default: str | None) -> str:
+    value = req.query_param("dir") or default
+    if value is None:
+        raise missing_param("Missing 'dir'")
+    if value not in ("b", "f"):
+        raise invalid_param("'dir' must be 'b' or 'f'")
+    return value
+
+
+def token_param(req: Request, name: str) -> int | None:
+    text = req.query_param(name)
+    return StreamToken.parse(text, name).room if text else None
+
+
+async def serve_events(
+    t: Txn, user_id: str, device_id: str, events: Sequence[StoredEvent], *, room_id: bool = True
+) -> list[dict[str, Any]]:
+    """Events in the client format, with their bundled aggregations."""
+    redactions = await queries.redaction_events(t, events)
+    replaced = await queries.replaced_events(t, events)
+    txns = await queries.txn_ids(t, user_id, device_id, [e.event_id for e in events])
+    now = now_ms()
+
+    def plain(event: StoredEvent) -> dict[str, Any]:
+        return client_event(event, redactions=redactions, now=now)
+
+    bundles = await rel.bundled_aggregations(t, events, user_id, plain)
+    return [
+        client_event(
+            e,
+            redactions=redactions,
+            txn_ids=txns,
+            replaced=replaced,
+            relations=bundles,
+            with_room_id=room_id,
+            now=now,
+        )
+        for e in events
+    ]
+
+
+async def readable_range(
+    sync: SyncAPI, t: Txn, user_id: str, room_id: str, *, hide: bool
+) -> tuple[int, int]:
+    """`(floor, upto)`: the positions of the room the user may read are `floor < pos <= upto`.
+    Not being in the room is M_FORBIDDEN, or M_NOT_FOUND with `hide` (endpoints whose spec
+    answers 404 so as not to reveal what exists)."""
+    try:
+        upto = await sync.visible_upto(t, user_id, room_id)
+    except MatrixError as err:
+        if hide:
+            raise not_found("Event not found") from None
+        raise err
+    return await _visible_after(t, room_id, user_id), upto
+
+
+async def descendants(t: Txn, parent_id: str, depth: int) -> list[str]:
+    """`parent_id` and the IDs of events relating to it, up to `depth` levels down."""
+    found = [parent_id]
+    level = [parent_id]
+    for _ in range(depth):
+        rows = await t.fetchall(
+            "SELECT event_id FROM sync_relations WHERE parent_id = ANY(?)", level
+        )
+        level = [r[0] for r in rows if r[0] not in found]
+        if not level:
+            break
+        found.extend(level)
+    return found
+
+
+def install(router: Router, sync: SyncAPI) -> None:
+    room = CLIENT_V1_PREFIX + "/rooms/{room_id}"
+
+    async def relations(req: Request) -> Response:
+        who = req.user()
+        room_id = check_room_id(req.params["room_id"])
+        event_id = req.params["event_id"]
+        rel_type = req.params.get("rel_type")
+        event_type = req.params.get("event_type")
+        backwards = direction_param(req, "b") == "b"
+        limit = max(1, int_param(req, "limit", DEFAULT_LIMIT))
+        start, stop = token_param(req, "from"), token_param(req, "to")
+        recurse_text = req.query_param("recurse")
+        if recurse_text not in (None, "true", "false"):
+            raise invalid_param("'recurse' must be true or false")
+        recurse = recurse_text == "true"
+
+        async def q(t: Txn) -> dict[str, Any]:
+            floor, upto = await readable_range(sync, t, who.user_id, room_id, hide=True)
+            parent = await queries.event_pos(t, event_id)
+            if parent is None or parent.room_id != room_id or not floor < parent.pos <= upto:
+                raise not_found("Event not found")
+            if backwards:
+                hi = min(upto, start if start is not None else upto)
+                lo = max(floor, stop if stop is not None else 0)
+            else:
+                lo = max(floor, start if start is not None else 0)
+                hi = min(upto, stop if stop is not None else upto)
+            parents = await descendants(t, event_id, MAX_RECURSION if recurse else 0)
+            found: list[StoredEvent] = []
+            for pid in parents:
+                found.extend(
+                    await rel.children(
+                        t,
+                        pid,
+                        rel_type=rel_type,
+                        event_type=event_type,
+                        after=lo,
+                        before=hi + 1,
+                        limit=limit + 1,
+                        descending=backwards,
+                    )
+                )
+            found.sort(key=lambda e: e.pos, reverse=backwards)
+            more = len(found) > limit
+            chunk = found[:limit]
+            body: dict[str, Any] = {
+                "chunk": await serve_events(t, who.user_id, who.device_id, chunk)
+            }
+            if more and chunk:
+                last = chunk[-1].pos
+                body["next_batch"] = StreamToken(last - 1 if backwards else last).encode()
+            if start is not None:
+                body["prev_batch"] = StreamToken(start).encode()
+            if recurse_text is not None:
+                body["recursion_depth"] = MAX_RECURSION if recurse else 1
+            return body
+
+        return json_response(await sync.db.read(q))
+
+    async def threads(req: Request) -> Response:
+        who = req.user()
+        room_id = check_room_id(req.params["room_id"])
+        include = req.query_param("include") or "all"
+        if include not in ("all", "participated"):
+            raise invalid_param("'include' must be 'all' or 'participated'")
+        limit = max(1, int_param(req, "limit", DEFAULT_LIMIT))
+        start = token_param(req, "from")
+
+        async def q(t: Txn) -> dict[str, Any]:
+            floor, upto = await readable_range(sync, t, who.user_id, room_id, hide=False)
+            before = min(upto + 1, start if start is not None else upto + 1)
+            roots = await rel.thread_roots(
+                t,
+                room_id,
+                user_id=who.user_id if include == "participated" else None,
+                before=before,
+                limit=limit + 1,
+            )
+            more = len(roots) > limit
+            roots = roots[:limit]
+            found = {e.event_id: e for e in await queries.events_by_id(t, [r for r, _ in roots])}
+            chunk = [
+                found[r]
+                for r, _ in roots
+                if r in found and found[r].room_id == room_id and floor < found[r].pos <= upto
+            ]
+            body: dict[str, Any] = {
+                "chunk": await serve_events(t, who.user_id, who.device_id, chunk)
+            }
+            if more and roots:
+                body["next_batch"] = StreamToken(roots[-1][1]).encode()
+            return body
+
+        return json_response(await sync.db.read(q))
+
+    async def timestamp_to_event(req: Request) -> Response:
+        who = req.user()
+        room_id = check_room_id(req.params["room_id"])
+        ts_text = req.query_param("ts")
+        if ts_text is None or ts_text == "":
+            raise missing_param("Missing 'ts'")
+        if not (ts_text.isascii() and ts_text.isdigit()) or len(ts_text) > 16:
+            raise invalid_param("'ts' must be a timestamp in milliseconds")
+        ts = int(ts_text)
+        forwards = direction_param(req, None) == "f"
+
+        async def q(t: Txn) -> dict[str, Any]:
+            floor, upto = await readable_range(sync, t, who.user_id, room_id, hide=False)
+            cmp, order = (">=", "ASC") if forwards else ("<=", "DESC")
+            row = await t.fetchone(
+                "SELECT event_id, origin_server_ts FROM sync_timestamps"
+                f" WHERE room_id = ? AND origin_server_ts {cmp} ? AND pos > ? AND pos <= ?"
+                f" ORDER BY origin_server_ts {order}, pos {order} LIMIT 1",
+                room_id,
+                ts,
+                floor,
+                upto,
+            )
+            if row is None:
+                way = "forward" if forwards else "backward"
+                raise not_found(f"Unable to find event from {ts} in {way} direction")
+            return {"event_id": row[0], "origin_server_ts": int(row[1])}
+
+        return json_response(await sync.db.read(q))
+
+    add = router.add
+    add("GET", room + "/relations/{event_id}", relations, auth=True)
+    add("GET", room + "/relations/{event_id}/{rel_type}", relations, auth=True)
+    add("GET", room + "/relations/{event_id}/{rel_type}/{event_type}", relations, auth=True)
+    add("GET", room + "/threads", threads, auth=True)
+    add("GET", room + "/timestamp_to_event", timestamp_to_event, auth=True)
