@@ -200,7 +200,6 @@ async def _create_user(config: Any, localpart: str, password: str, admin: bool) 
     return user_id
 
 
-
 @main.command()
 @_server_options
 def rebuild(config_file: Path | None, **settings: Any) -> None:
@@ -218,6 +217,7 @@ async def _rebuild(config: Any) -> int:
     from myelin.roomserver.rebuild import rebuild as rebuild_roomserver
     from myelin.server.main import database_url
     from myelin.storage import open_database
+    from myelin.syncapi.rebuild import rebuild as rebuild_syncapi
 
     async with (
         await open_database(database_url(config)) as db,
@@ -232,4 +232,9 @@ async def _rebuild(config: Any) -> int:
                 bar.update(offset - done)
                 done = offset
 
-            return await rebuild_roomserver(db, log, progress)
+            count = await rebuild_roomserver(db, log, progress)
+        # The sync API is the other reader with projections of the log (timelines,
+        # memberships, relations, the search index); it replays the same records.
+        click.echo("replaying the room event log into the sync projections ...")
+        await rebuild_syncapi(db, log)
+        return count

@@ -1,4 +1,10 @@
-"""Fixtures for matrixdir: a reference Synapse on loopback, users, and the CLI as a process."""
+"""Fixtures for matrixdir: the homeservers it is tested against (a reference Synapse and
+Myelin itself, both on loopback), users, and the CLI as a process.
+
+End-to-end tests take the `homeserver` fixture, parametrised over both servers and marked
+`synapse` or `myelin` so either can be selected (`-m myelin`). Tests whose subject is
+matrixdir rather than the server take `synapse` or `myelin_hs` directly and run once.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.server import start_server
 
 PEER = Path(__file__).resolve().parents[3] / "shared" / "peer" / "synapse.sh"
 if not PEER.exists():
@@ -48,6 +56,39 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         subprocess.run(["bash", str(PEER), "stop", str(d)], check=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "myelin: end-to-end against a `myelin serve` process")
+
+
+@pytest.fixture(scope="session")
+def myelin_hs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `myelin serve` process for the whole session; it must stop cleanly at the end."""
+    server = start_server(tmp_path_factory.mktemp("myelin") / "data")
+    try:
+        yield server.base_url
+    finally:
+        code = server.stop()
+        assert code == 0, f"myelin serve exited with {code}: {server.stderr_lines[-50:]}"
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param("synapse", marks=pytest.mark.synapse),
+        pytest.param("myelin", marks=pytest.mark.myelin),
+    ],
+)
+def homeserver(request: pytest.FixtureRequest) -> str:
+    """The base URL of each homeserver in turn (each started once per session)."""
+    return str(request.getfixturevalue("synapse" if request.param == "synapse" else "myelin_hs"))
+
+
+@pytest.fixture
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """ "synapse" or "myelin": which homeserver a `homeserver`-parametrised test runs against."""
+    return str(request.node.callspec.params["homeserver"])
 
 
 def api(

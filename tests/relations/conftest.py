@@ -10,6 +10,9 @@ import pytest
 from myelin.storage import testing
 from tests.support.server import ServerProcess, start_server
 
+#: The database URL of each running test server, by port (tests read what it stored).
+DATABASES: dict[int, str] = {}
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def backend_server(
@@ -19,6 +22,7 @@ def backend_server(
     try:
         data = tmp_path_factory.mktemp("myelin") / "data"
         server = start_server(data, database=dsn) if dsn else start_server(data)
+        DATABASES[server.port] = dsn or str(data / "myelin.db")
         try:
             yield server
         finally:

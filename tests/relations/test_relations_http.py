@@ -7,11 +7,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from myelin.clientapi.report import reports
+from myelin.storage import open_database
+from tests.relations.conftest import DATABASES
 from tests.support.client import SpecClient
 from tests.support.server import ServerProcess
 
 V1 = "/_matrix/client/v1"
 V3 = "/_matrix/client/v3"
+SERVER = "localhost"
 
 
 class Room:
@@ -34,9 +38,7 @@ async def setup(c: SpecClient, prefix: str) -> tuple[str, str, str, Room]:
     alice = (await c.register(f"{prefix}_alice"))["access_token"]
     bob = (await c.register(f"{prefix}_bob"))["access_token"]
     eve = (await c.register(f"{prefix}_eve"))["access_token"]
-    status, body = await c.call(
-        "POST", f"{V3}/createRoom", {"preset": "public_chat"}, token=alice
-    )
+    status, body = await c.call("POST", f"{V3}/createRoom", {"preset": "public_chat"}, token=alice)
     assert status == 200, body
     room = Room(c, body["room_id"])
     status, _ = await c.call("POST", f"{V3}/join/{quote(room.id)}", {}, token=bob)
@@ -55,6 +57,11 @@ async def test_threads_edits_reactions(backend_server: ServerProcess) -> None:
         thread = {"m.relates_to": {"rel_type": "m.thread", "event_id": root}}
         reply1 = await room.send(bob, text("reply one", **thread))
         reply2 = await room.send(bob, text("reply two", **thread))
+        nested = await room.send(
+            alice,
+            {"m.relates_to": {"rel_type": "m.annotation", "event_id": reply1, "key": "x"}},
+            "m.reaction",
+        )
         other_root = await room.send(alice, text("quiet root"))
         edit = await room.send(
             alice,
@@ -83,8 +90,28 @@ async def test_threads_edits_reactions(backend_server: ServerProcess) -> None:
             "m.reaction",
         )
         reference = await room.send(
-            bob, text("see above", **{"m.relates_to": {"rel_type": "m.reference", "event_id": root}})
+            bob,
+            text("see above", **{"m.relates_to": {"rel_type": "m.reference", "event_id": root}}),
         )
+        third = await room.send(alice, text("third root"))
+        third_reply = await room.send(
+            bob, text("on third", **{"m.relates_to": {"rel_type": "m.thread", "event_id": third}})
+        )
+        # An edit with another event type is no valid edit either.
+        await room.send(
+            alice,
+            {
+                "m.new_content": {"x": 1},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": other_root},
+            },
+            "org.example.other",
+        )
+
+        # A relation from another room names our root but is not ours to show.
+        status, body = await c.call("POST", f"{V3}/createRoom", {}, token=eve)
+        assert status == 200
+        elsewhere = Room(c, body["room_id"])
+        await elsewhere.send(eve, text("sneaky", **thread))
 
         # /relations: newest first, filtered by type and event type, paginated.
         status, body = await c.call("GET", f"{V1}/rooms/{room.id}/relations/{root}", token=alice)
@@ -106,6 +133,11 @@ async def test_threads_edits_reactions(backend_server: ServerProcess) -> None:
             "GET", f"{V1}/rooms/{room.id}/relations/{root}/m.thread?dir=f", token=alice
         )
         assert [e["event_id"] for e in body["chunk"]] == [reply1, reply2]
+        status, body = await c.call(
+            "GET", f"{V1}/rooms/{room.id}/relations/{root}?recurse=true", token=alice
+        )
+        assert [e["event_id"] for e in body["chunk"]] == [reference, nested, reply2, reply1]
+        assert body["recursion_depth"] == 2  # the reaction to a reply is two levels down
         status, body = await c.call(
             "GET",
             f"{V1}/rooms/{room.id}/relations/{other_root}/m.annotation/m.reaction",
@@ -143,7 +175,16 @@ async def test_threads_edits_reactions(backend_server: ServerProcess) -> None:
         # /threads: all, and only those the user took part in.
         status, body = await c.call("GET", f"{V1}/rooms/{room.id}/threads", token=alice)
         assert status == 200, body
+        assert [e["event_id"] for e in body["chunk"]] == [third, root]
+        latest = body["chunk"][0]["unsigned"]["m.relations"]["m.thread"]["latest_event"]
+        assert latest["event_id"] == third_reply
+        status, body = await c.call("GET", f"{V1}/rooms/{room.id}/threads?limit=1", token=alice)
+        assert [e["event_id"] for e in body["chunk"]] == [third]
+        status, body = await c.call(
+            "GET", f"{V1}/rooms/{room.id}/threads?limit=1&from={body['next_batch']}", token=alice
+        )
         assert [e["event_id"] for e in body["chunk"]] == [root]
+        assert "next_batch" not in body
         carol = (await c.register("rel_carol"))["access_token"]
         status, _ = await c.call("POST", f"{V3}/join/{quote(room.id)}", {}, token=carol)
         status, body = await c.call(
@@ -151,7 +192,7 @@ async def test_threads_edits_reactions(backend_server: ServerProcess) -> None:
         )
         assert status == 200 and body["chunk"] == []
         status, body = await c.call("GET", f"{V1}/rooms/{room.id}/threads", token=carol)
-        root_event = body["chunk"][0]
+        root_event = body["chunk"][1]
         assert root_event["unsigned"]["m.relations"]["m.thread"]["current_user_participated"] is (
             False
         )
@@ -161,9 +202,7 @@ async def test_threads_edits_reactions(backend_server: ServerProcess) -> None:
             "PUT", f"{V3}/rooms/{room.id}/redact/{reply2}/r1", {"reason": "oops"}, token=bob
         )
         assert status == 200
-        status, _ = await c.call(
-            "PUT", f"{V3}/rooms/{room.id}/redact/{edit}/r2", {}, token=alice
-        )
+        status, _ = await c.call("PUT", f"{V3}/rooms/{room.id}/redact/{edit}/r2", {}, token=alice)
         assert status == 200
         status, body = await c.call(
             "GET", f"{V1}/rooms/{room.id}/relations/{root}/m.thread", token=alice
@@ -179,9 +218,7 @@ async def test_threads_edits_reactions(backend_server: ServerProcess) -> None:
         assert "m.relations" not in served[other_root]["unsigned"]
 
         # Bad input: unknown event, not a member, bad parameters.
-        status, body = await c.call(
-            "GET", f"{V1}/rooms/{room.id}/relations/$nope", token=alice
-        )
+        status, body = await c.call("GET", f"{V1}/rooms/{room.id}/relations/$nope", token=alice)
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
         status, body = await c.call("GET", f"{V1}/rooms/{room.id}/relations/{root}", token=eve)
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
@@ -220,7 +257,7 @@ async def test_timestamp_to_event(backend_server: ServerProcess) -> None:
         status, body = await c.call("GET", f"{url}?ts=1", token=alice, validate=False)
         assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
         status, body = await c.call("GET", f"{url}?ts={ts}&dir=f", token=eve)
-        assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+        assert (status, body["errcode"]) == (404, "M_NOT_FOUND")  # not in the room: hidden
 
 
 async def test_space_hierarchy(backend_server: ServerProcess) -> None:
@@ -278,9 +315,7 @@ async def test_space_hierarchy(backend_server: ServerProcess) -> None:
         assert [r["room_id"] for r in body["rooms"]] == [space, a]
         status, body = await c.call("GET", f"{url}?limit=2", token=bob)
         assert [r["room_id"] for r in body["rooms"]] == [space, a]
-        status, body = await c.call(
-            "GET", f"{url}?limit=2&from={body['next_batch']}", token=bob
-        )
+        status, body = await c.call("GET", f"{url}?limit=2&from={body['next_batch']}", token=bob)
         assert [r["room_id"] for r in body["rooms"]] == [b, sub]
         status, body = await c.call(
             "GET", f"{url}?limit=2&max_depth=1&from={body['next_batch']}", token=bob
@@ -318,3 +353,12 @@ async def test_reports(backend_server: ServerProcess) -> None:
             "POST", f"{V3}/rooms/{room.id}/report/{bad}", {"reason": 5}, token=alice
         )
         assert (status, body["errcode"]) == (400, "M_BAD_JSON")
+        db = await open_database(DATABASES[backend_server.port])
+        try:
+            stored = await db.read(lambda t: reports(t, room.id))
+        finally:
+            await db.close()
+        assert stored == [
+            (bad, f"@rep_alice:{SERVER}", "rude"),
+            (None, f"@rep_eve:{SERVER}", "whole room"),
+        ]

@@ -105,6 +105,10 @@ def operations() -> tuple[Operation, ...]:
             for template, item in doc["paths"].items():
                 full = base + template
                 regex = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(full)) + "$"
+                # A trailing parameter may be empty (`.../state/{eventType}/{stateKey}` with
+                # the empty state key, written with or without the final slash).
+                if regex.endswith("[^/]+$"):
+                    regex = regex.removesuffix("[^/]+$") + "[^/]*$"
                 for method, spec in item.items():
                     if method in ("get", "put", "post", "delete", "patch", "head"):
                         ops.append(
@@ -118,6 +122,7 @@ def find_operation(method: str, path: str) -> Operation:
     candidates = [path]
     if path.startswith("/_matrix/client/r0/"):
         candidates.append("/_matrix/client/v3/" + path[len("/_matrix/client/r0/") :])
+    candidates += [c + "/" for c in candidates if not c.endswith("/")]
     for candidate in candidates:
         matches = [op for op in operations() if op.method == method and op.pattern.match(candidate)]
         if matches:

@@ -103,18 +103,21 @@ async def readable_range(
     return await _visible_after(t, room_id, user_id), upto
 
 
-async def descendants(t: Txn, parent_id: str, depth: int) -> list[str]:
-    """`parent_id` and the IDs of events relating to it, up to `depth` levels down."""
-    found = [parent_id]
+async def descendants(t: Txn, room_id: str, parent_id: str, depth: int) -> dict[str, int]:
+    """The events of the room relating to `parent_id` directly or through others, up to
+    `depth` levels down, with their distance from it (`parent_id` itself at 0)."""
+    found = {parent_id: 0}
     level = [parent_id]
-    for _ in range(depth):
+    for distance in range(1, depth + 1):
         rows = await t.fetchall(
-            "SELECT event_id FROM sync_relations WHERE parent_id = ANY(?)", level
+            "SELECT event_id FROM sync_relations WHERE parent_id = ANY(?) AND room_id = ?",
+            level,
+            room_id,
         )
         level = [r[0] for r in rows if r[0] not in found]
         if not level:
             break
-        found.extend(level)
+        found.update((event, distance) for event in level)
     return found
 
 
@@ -146,12 +149,18 @@ def install(router: Router, sync: SyncAPI) -> None:
             else:
                 lo = max(floor, start if start is not None else 0)
                 hi = min(upto, stop if stop is not None else upto)
-            parents = await descendants(t, event_id, MAX_RECURSION if recurse else 0)
+            if recurse:
+                tree = await descendants(t, room_id, event_id, MAX_RECURSION)
+                parents = [e for e, d in tree.items() if d < MAX_RECURSION]
+                depth = max(1, *tree.values())
+            else:
+                parents, depth = [event_id], 1
             found: list[StoredEvent] = []
             for pid in parents:
                 found.extend(
                     await rel.children(
                         t,
+                        room_id,
                         pid,
                         rel_type=rel_type,
                         event_type=event_type,
@@ -173,7 +182,7 @@ def install(router: Router, sync: SyncAPI) -> None:
             if start is not None:
                 body["prev_batch"] = StreamToken(start).encode()
             if recurse_text is not None:
-                body["recursion_depth"] = MAX_RECURSION if recurse else 1
+                body["recursion_depth"] = depth
             return body
 
         return json_response(await sync.db.read(q))
@@ -226,7 +235,7 @@ def install(router: Router, sync: SyncAPI) -> None:
         forwards = direction_param(req, None) == "f"
 
         async def q(t: Txn) -> dict[str, Any]:
-            floor, upto = await readable_range(sync, t, who.user_id, room_id, hide=False)
+            floor, upto = await readable_range(sync, t, who.user_id, room_id, hide=True)
             cmp, order = (">=", "ASC") if forwards else ("<=", "DESC")
             row = await t.fetchone(
                 "SELECT event_id, origin_server_ts FROM sync_timestamps"

@@ -1,7 +1,8 @@
 """`POST /_matrix/client/v3/search`: server-side search, the `room_events` category.
 
 Searches the full-text index of the sync projections (`myelin.syncapi.search`) over the
-rooms the user is joined to, narrowed by the filter's `rooms` / `not_rooms`, ordered by
+rooms the user is joined to, narrowed by the filter's `rooms` / `not_rooms` and
+`senders` / `not_senders` (its other fields are not applied), ordered by
 `rank` (the default) or `recent`. Results carry the served event (with its bundled
 aggregations), optionally its `context` (events before and after, and the senders'
 profiles), and the response `groups` when `groupings` asks for them. `next_batch` is the
@@ -65,9 +66,9 @@ def install(router: Router, sync: SyncAPI) -> None:
         categories = body.get("search_categories")
         if not isinstance(categories, dict):
             raise missing_param("Missing 'search_categories'")
+        if categories.get("room_events") is None:
+            return json_response({"search_categories": {}})  # no category we search
         criteria = _obj(categories, "room_events")
-        if not criteria:
-            return json_response({"search_categories": {}})
         term = criteria.get("search_term")
         if not isinstance(term, str):
             raise missing_param("Missing 'search_term' (a string)")
@@ -81,6 +82,8 @@ def install(router: Router, sync: SyncAPI) -> None:
         flt = _obj(criteria, "filter")
         wanted_rooms = _str_list(flt, "rooms")
         not_rooms = set(_str_list(flt, "not_rooms") or [])
+        senders = _str_list(flt, "senders")
+        not_senders = _str_list(flt, "not_senders")
         limit = max(1, _int(flt, "limit", DEFAULT_LIMIT, MAX_LIMIT))
         context = criteria.get("event_context")
         if context is not None and not isinstance(context, dict):
@@ -116,6 +119,8 @@ def install(router: Router, sync: SyncAPI) -> None:
                 order_by_rank=order_by == "rank",
                 offset=offset,
                 limit=limit + 1,
+                senders=senders,
+                not_senders=not_senders,
             )
             floors = {r: await _visible_after(t, r, who.user_id) for r in {h.room_id for h in hits}}
             more = len(hits) > limit

@@ -33,9 +33,9 @@ class UIAChallenge(MatrixError):
             "flows": [{"stages": f} for f in flows],
             "params": {},
             "session": session,
+            # Always present (also empty): clients and Sytest read it after a failed stage.
+            "completed": completed,
         }
-        if completed:
-            self.extra["completed"] = completed
 
     def body(self) -> dict[str, Any]:
         out = dict(self.extra)

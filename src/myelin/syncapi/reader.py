@@ -4,7 +4,8 @@ It consumes the log from its own position (stored in `sync_position`, in the sam
 transaction as the rows it derives, so each record is applied exactly once) and keeps
 the projections `/sync`, `/messages` and the room queries read: the served timeline
 (accepted new events only: soft-failed, rejected and outlier events are never served),
-current state, and each user's membership per room. After each batch it wakes the
+current state, each user's membership per room, and (`relations`) relations between
+events, the search index and event timestamps. After each batch it wakes the
 long-polling requests of the users concerned. It waits for new records on the log's
 tail, never by polling.
 """

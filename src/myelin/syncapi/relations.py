@@ -88,6 +88,7 @@ async def apply_redaction(t: Txn, redacted_event_id: str) -> None:
 
 async def children(
     t: Txn,
+    room_id: str,
     parent_id: str,
     *,
     rel_type: str | None,
@@ -97,12 +98,13 @@ async def children(
     limit: int,
     descending: bool,
 ) -> list[StoredEvent]:
-    """Served child events of `parent_id` with `after < pos < before`."""
+    """Served child events of `parent_id` with `after < pos < before`, in its room only (an
+    event elsewhere may name any event ID as its parent)."""
     sql = (
         f"SELECT {_E_COLUMNS} FROM sync_relations r JOIN sync_events e ON e.event_id = r.event_id"
-        " WHERE r.parent_id = ? AND r.pos > ? AND r.pos < ?"
+        " WHERE r.parent_id = ? AND r.room_id = ? AND r.pos > ? AND r.pos < ?"
     )
-    args: list[object] = [parent_id, after, before]
+    args: list[object] = [parent_id, room_id, after, before]
     if rel_type is not None:
         sql += " AND r.rel_type = ?"
         args.append(rel_type)
@@ -140,35 +142,44 @@ async def thread_roots(
 FormatOne = Callable[[StoredEvent], dict[str, Any]]
 
 
+def _may_replace(original: StoredEvent, sender: str, event_type: str) -> bool:
+    """Whether an edit can replace `original` (event_replacements "Validity of replacement
+    events"): same sender and type, the original not a state event, not redacted (a
+    redacted original bundles no edit) and not itself an edit."""
+    if original.redacted_by is not None or original.state_key is not None:
+        return False
+    if sender != original.sender or event_type != original.type:
+        return False
+    found = relation_of(original.pdu.get("content"))
+    return found is None or found[0] != "m.replace"
+
+
 async def bundled_aggregations(
     t: Txn, events: Sequence[StoredEvent], user_id: str, fmt: FormatOne
 ) -> dict[str, dict[str, Any]]:
     """`m.relations` of each event that has child aggregations, by event ID; `fmt` serves
     the events bundled whole (the latest edit, the latest thread reply)."""
-    ids = [e.event_id for e in events if e.redacted_by is None]
-    if not ids:
+    if not events:
         return {}
     rows = await t.fetchall(
-        "SELECT parent_id, rel_type, event_id, sender, origin_server_ts, pos"
+        "SELECT parent_id, rel_type, event_id, sender, type, origin_server_ts, room_id"
         " FROM sync_relations WHERE parent_id = ANY(?)"
         " AND rel_type IN ('m.replace', 'm.thread', 'm.reference') ORDER BY pos",
-        ids,
+        [e.event_id for e in events],
     )
     if not rows:
         return {}
     by_id = {e.event_id: e for e in events}
     out: dict[str, dict[str, Any]] = {}
-    edits: dict[str, tuple[int, str]] = {}
+    edits: dict[str, list[tuple[int, str]]] = {}
     threads: dict[str, dict[str, Any]] = {}
-    for parent_id, rel_type, event_id, sender, ts, _pos in rows:
+    for parent_id, rel_type, event_id, sender, event_type, ts, room_id in rows:
         parent = by_id[parent_id]
+        if room_id != parent.room_id:
+            continue
         if rel_type == "m.replace":
-            # Only the original sender may edit; state events are never replaced.
-            if sender != parent.sender or parent.state_key is not None:
-                continue
-            key = (int(ts), event_id)
-            if parent_id not in edits or key > edits[parent_id]:
-                edits[parent_id] = key
+            if _may_replace(parent, sender, event_type):
+                edits.setdefault(parent_id, []).append((int(ts), event_id))
         elif rel_type == "m.thread":
             info = threads.setdefault(parent_id, {"count": 0, "latest": "", "mine": False})
             info["count"] += 1
@@ -177,16 +188,23 @@ async def bundled_aggregations(
         else:
             chunk = out.setdefault(parent_id, {}).setdefault("m.reference", {"chunk": []})
             chunk["chunk"].append({"event_id": event_id})
-    wanted = [k[1] for k in edits.values()] + [i["latest"] for i in threads.values()]
+    wanted = [e[1] for found in edits.values() for e in found]
+    wanted += [i["latest"] for i in threads.values()]
     served = {
         r[2]: stored_event(r)
         for r in await t.fetchall(
             f"SELECT {EVENT_COLUMNS} FROM sync_events WHERE event_id = ANY(?)", wanted
         )
     }
-    for parent_id, (_, edit_id) in edits.items():
-        if edit_id in served:
-            out.setdefault(parent_id, {})["m.replace"] = fmt(served[edit_id])
+    for parent_id, candidates in edits.items():
+        # The most recent valid edit: by timestamp, then the largest event ID.
+        for _, edit_id in sorted(candidates, reverse=True):
+            edit = served.get(edit_id)
+            if edit is not None and isinstance(
+                edit.pdu.get("content", {}).get("m.new_content"), dict
+            ):
+                out.setdefault(parent_id, {})["m.replace"] = fmt(edit)
+                break
     for parent_id, info in threads.items():
         latest = served.get(info["latest"])
         if latest is None:

@@ -99,8 +99,11 @@ async def match(
     order_by_rank: bool,
     offset: int,
     limit: int,
+    senders: list[str] | None = None,
+    not_senders: list[str] | None = None,
 ) -> tuple[list[Hit], int]:
-    """Up to `limit` hits after skipping `offset`, and the total number of hits."""
+    """Up to `limit` hits after skipping `offset`, and the total number of hits; only
+    events sent by `senders` (when given) and not by `not_senders`."""
     terms = words(term)
     if not terms or not rooms or not keys:
         return [], 0
@@ -118,6 +121,13 @@ async def match(
             " @@ plainto_tsquery('simple', ?) AND s.room_id = ANY(?) AND s.key = ANY(?)"
         )
         rank = "ts_rank(to_tsvector('simple', s.body), plainto_tsquery('simple', ?))"
+    extra: list[object] = []
+    if senders is not None:
+        source += " AND s.sender = ANY(?)"
+        extra.append(senders)
+    if not_senders:
+        source += " AND NOT (s.sender = ANY(?))"
+        extra.append(not_senders)
     order = "rank DESC, s.pos DESC" if order_by_rank else "s.pos DESC"
     rank_args: list[object] = [] if t.backend is Backend.SQLITE else [query]
     rows = await t.fetchall(
@@ -127,9 +137,10 @@ async def match(
         query,
         rooms,
         keys,
+        *extra,
         limit,
         offset,
     )
-    total = await t.fetchval(f"SELECT count(*) {source}", query, rooms, keys)
+    total = await t.fetchval(f"SELECT count(*) {source}", query, rooms, keys, *extra)
     hits = [Hit(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
     return hits, int(total or 0)

@@ -1,5 +1,6 @@
-"""The agents together against Synapse: a continuous `matrixdir sync`, the viewer following
-the files live, composing from the viewer, and encrypted sending while the agent owns the keys.
+"""The agents together against each homeserver (Synapse and Myelin): a continuous
+`matrixdir sync`, the viewer following the files live, composing from the viewer, and encrypted
+sending while the agent owns the keys.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from matrixdir.view import MatrixdirApp
 
 from .conftest import Cli, api, q, register
 
-pytestmark = pytest.mark.synapse
-
 
 async def wait_until(app: MatrixdirApp, cond: Any, limit: float = 60) -> None:
     async def loop() -> None:
@@ -30,9 +29,9 @@ async def wait_until(app: MatrixdirApp, cond: Any, limit: float = 60) -> None:
 
 @pytest.mark.slow
 async def test_live_sync_viewer_compose_and_encrypted_send(
-    synapse: str, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    homeserver: str, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alice, bob = register(synapse), register(synapse)
+    alice, bob = register(homeserver), register(homeserver)
     room = alice.create_room(preset="private_chat", name="live")
     alice.invite(room, bob.user_id)
     bob.join(room)
@@ -75,7 +74,7 @@ async def test_live_sync_viewer_compose_and_encrypted_send(
         assert proc.returncode == 0, (err, _kill_and_read(agent))
         event_id = out.decode().strip()
         raw = api(
-            synapse,
+            homeserver,
             "GET",
             f"/_matrix/client/v3/rooms/{q(secret_room)}/event/{q(event_id)}",
             token=alice.token,
