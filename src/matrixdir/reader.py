@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,7 @@ class StoreReader:
 
 async def follow(
     reader: StoreReader, stop: threading.Event | None = None, *, yield_empty: bool = False
-) -> AsyncIterator[list[StoredEvent]]:
+) -> AsyncGenerator[list[StoredEvent], None]:
     """Yield what is already stored, then each batch of new lines as the files change.
 
     The inotify watch (watchfiles) is set up before the first read, so no line appended in

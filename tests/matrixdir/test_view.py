@@ -33,7 +33,7 @@ def e(
     return ev
 
 
-def text(eid: str, ts: int, body: str, sender: str = YOU, **content: Any) -> dict[str, Any]:
+def text(eid: str, ts: int, body: str, sender: str = YOU, /, **content: Any) -> dict[str, Any]:
     return e(eid, ts, sender, content={"msgtype": "m.text", "body": body, **content})
 
 

@@ -120,7 +120,7 @@ async def test_rooms_decide_while_another_commit_is_outstanding(
         assert all(isinstance(r, InputResult) and r.status is Status.ACCEPTED for r in results)
 
 
-async def test_cancelled_submitter_withdraws_its_uncommitted_event(
+async def test_cancelled_submitters_withdraw_or_commit_exactly_once(
     db: Database, log: DiskEventLog
 ) -> None:
     rs = await Roomserver.open(db, log)
@@ -128,20 +128,30 @@ async def test_cancelled_submitter_withdraws_its_uncommitted_event(
     [event, after] = await _chain(room, 2)
     head = await log.head()
     async with rs._commit_lock:
-        task = asyncio.create_task(rs.submit(event))
+        # Decided and queued for commit, then cancelled: it still commits (the room's
+        # model already builds on it) before the cancellation completes.
+        decided = asyncio.create_task(rs.submit(event))
         await _until(lambda: len(rs._commit_queue) == 1, "the event was decided")
-        task.cancel()
+        # The same event again: this caller holds the room while it waits for the commit.
+        again = asyncio.create_task(rs.submit(event))
+        # Queued behind it, not taken yet, then cancelled: withdrawn.
+        queued = asyncio.create_task(rs.submit(after))
+        await _until(
+            lambda: any(slot.queue for slot in rs._slots.values()), "the next event is queued"
+        )
+        decided.cancel()
+        queued.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
-        assert rs._commit_queue == []
-    assert await log.head() == head
-    assert await rs.event(event.event_id) is None
-    # The room's model was dropped with the withdrawn event: the chain goes on from the
-    # committed state, and the event is stored exactly once when sent again.
-    first = await rs.submit(event)
-    second = await rs.submit(after)
-    assert first.status is Status.ACCEPTED and not first.duplicate
-    assert second.status is Status.ACCEPTED
-    assert (await _log_event_ids(log)).count(event.event_id) == 1
+            await queued
+        assert not decided.done()
+    with pytest.raises(asyncio.CancelledError):
+        await decided
+    duplicate = await again
+    assert duplicate.duplicate and duplicate.status is Status.ACCEPTED
+    assert await log.head() == head + 1
+    logged = await _log_event_ids(log)
+    assert logged.count(event.event_id) == 1 and after.event_id not in logged
     assert room.room_id is not None
-    assert (await rs.latest_events(room.room_id)).prev_event_ids == (after.event_id,)
+    assert (await rs.latest_events(room.room_id)).prev_event_ids == (event.event_id,)
+    second = await rs.submit(after)
+    assert second.status is Status.ACCEPTED and second.log_offset == head + 2

@@ -72,9 +72,17 @@ async def send_to_device(
             ).decode()
             rows.extend((user_id, d, message) for d in devices)
         if rows:
+            # Positions come from the stream counter, never from the inbox rows (which are
+            # deleted on delivery): a position is never handed out twice.
+            last = await t.fetchval(
+                "UPDATE e2e_to_device_stream SET pos = pos + ? WHERE id = 1 RETURNING pos",
+                len(rows),
+            )
+            first = int(last) - len(rows) + 1
             await t.executemany(
-                "INSERT INTO e2e_to_device (user_id, device_id, message_json) VALUES (?, ?, ?)",
-                rows,
+                "INSERT INTO e2e_to_device (pos, user_id, device_id, message_json)"
+                " VALUES (?, ?, ?, ?)",
+                [(first + i, *row) for i, row in enumerate(rows)],
             )
         return {r[0] for r in rows}
 

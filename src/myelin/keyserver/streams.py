@@ -97,7 +97,7 @@ class Streams:
         return {str(r[0]) for r in rows} | {user_id}
 
     async def positions(self, t: Txn) -> SyncPositions:
-        td = await t.fetchval("SELECT max(pos) FROM e2e_to_device")
+        td = await t.fetchval("SELECT pos FROM e2e_to_device_stream WHERE id = 1")
         dl = await t.fetchval("SELECT max(pos) FROM e2e_device_list_stream")
         return SyncPositions(int(td or 0), int(dl or 0))
 

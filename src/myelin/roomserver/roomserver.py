@@ -125,6 +125,8 @@ class _Batch:
     committed: asyncio.Future[None]
     """The outcome of the commit that takes the batch."""
     payloads: list[LogPayload] = field(default_factory=list)
+    staged: list[_Known] = field(default_factory=list)
+    """What the decision side knows of each payload's event."""
     answers: list[tuple[asyncio.Future[InputResult], int | None, _Known]] = field(
         default_factory=list
     )
@@ -185,6 +187,9 @@ class Roomserver(RoomQueries):
         self._rooms: dict[str, _Room] = {}
         self._known: dict[str, _Known] = {}
         self._absent: set[str] = set()
+        self._lookups: set[str] = set()
+        self._lookup_round: asyncio.Future[None] | None = None
+        self._forgotten = 0
         self._after: dict[str, dict[StateKey, str]] = {}
         self._broken: RoomserverError | None = None
         self._slots: dict[str, _Slot] = {}
@@ -275,11 +280,18 @@ class Roomserver(RoomQueries):
         queued for the room, queue it for commit, let go of the room, see it committed.
         Failures end up in the futures."""
         slot = self._slots[room_id]
-        while not all(f.done() for f in futures):
+        while True:
+            undone = {f for f in futures if not f.done()}
+            if not undone:
+                return
+            if not any(f in undone for _, f in slot.queue):
+                # Another caller took them: it answers them once they are settled.
+                await asyncio.wait(undone)
+                continue
             batches: list[_Batch] = []
             async with slot.lock:
-                if all(f.done() for f in futures):
-                    break
+                if not any(f in undone for _, f in slot.queue):
+                    continue
                 queued, slot.queue = slot.queue, []
                 if self._broken is None:
                     await self._recovered.wait()
@@ -314,7 +326,6 @@ class Roomserver(RoomQueries):
     async def _decide_all(self, room_id: str, queued: list[_Queued], out: list[_Batch]) -> None:
         """Decide one room's queued events in order (holding its lock); every batch of
         staged events is queued for commit and appended to `out`."""
-        self._absent.clear()
         self._trim()
         batch = self._new_batch(room_id)
         await self._prefetch(
@@ -450,11 +461,10 @@ class Roomserver(RoomQueries):
             return
         self._inflight = []
         self.batches += 1
-        for payload, offset in pairs:
-            known = self._known.get(payload.event.event_id)
-            if known is not None:
-                known.log_offset = offset
-                known.pending = False
+        staged = [k for b in group for k in b.staged]
+        for known, offset in zip(staged, offsets, strict=True):
+            known.log_offset = offset
+            known.pending = False
         for b in group:
             self._unpend(b)
             b.committed.set_result(None)
@@ -496,11 +506,14 @@ class Roomserver(RoomQueries):
             del self._known[event_id]
             self._after.pop(event_id, None)
         self._absent.clear()
+        self._forgotten += 1
 
     def _trim(self) -> None:
         """Bound the caches; what is pending, or a room being decided, stays."""
         if len(self._known) > _EVENT_CACHE_LIMIT:
             self._known = {k: v for k, v in self._known.items() if v.pending}
+            self._absent.clear()
+        if len(self._absent) > _EVENT_CACHE_LIMIT:
             self._absent.clear()
         if len(self._rooms) > _ROOM_CACHE_LIMIT:
             self._rooms = {k: v for k, v in self._rooms.items() if k in self._slots}
@@ -515,22 +528,36 @@ class Roomserver(RoomQueries):
     # ------------------------------------------------------------------ lookups
 
     def _remember(self, known: _Known) -> None:
-        # Never evicted during a batch (state resolution relies on what it loaded);
-        # `_process` trims between batches.
+        # `_trim` evicts what is not pending, even while other rooms decide: whoever
+        # needs a set of events at once (state resolution) keeps its own references.
         self._known[known.event.event_id] = known
 
     async def _prefetch(self, event_ids: Iterable[str]) -> None:
-        """Load what is stored of these events; remember which are not stored (valid
-        while this single writer holds the input lock: nobody else adds events)."""
-        missing = list(
-            dict.fromkeys(e for e in event_ids if e not in self._known and e not in self._absent)
-        )
-        if not missing:
-            return
-        rows = await store.fetch_events(self.db, missing)
-        for event, status, extra in rows:
-            self._remember(_Known(event, status, extra[2], extra[1]))
-        self._absent.update(e for e in missing if e not in self._known)
+        """Load what is stored of these events; remember which are not stored (only this
+        writer adds events, and what it adds is remembered first). Rooms deciding at
+        the same time share their reads: whoever finds no read under way reads what
+        every room wants so far, the others wait for that round and look again."""
+        wanted = [e for e in event_ids if e not in self._known and e not in self._absent]
+        while wanted:
+            self._lookups.update(wanted)
+            if self._lookup_round is not None:
+                await asyncio.shield(self._lookup_round)
+            else:
+                round_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._lookup_round = round_done
+                batch, self._lookups = list(self._lookups), set()
+                epoch = self._forgotten
+                try:
+                    rows = await store.fetch_events(self.db, batch)
+                    for event, status, extra in rows:
+                        if event.event_id not in self._known:  # ours may be newer
+                            self._remember(_Known(event, status, extra[2], extra[1]))
+                    if epoch == self._forgotten:  # else the read may predate a recovery
+                        self._absent.update(e for e in batch if e not in self._known)
+                finally:
+                    self._lookup_round = None
+                    round_done.set_result(None)
+            wanted = [e for e in wanted if e not in self._known and e not in self._absent]
 
     async def _get(self, event_id: str) -> _Known | None:
         await self._prefetch([event_id])
@@ -639,6 +666,8 @@ class Roomserver(RoomQueries):
             frontier.discard(extra.event_id)
             frontier.update(extra.auth_event_ids)
             seen.add(extra.event_id)
+        # Kept here, not only in the shared cache: another room may trim that meanwhile.
+        loaded: dict[str, _Known] = {}
         while frontier:
             await self._prefetch(frontier)
             seen |= frontier
@@ -646,13 +675,14 @@ class Roomserver(RoomQueries):
             for event_id in frontier:
                 known = self._known.get(event_id)
                 if known is not None:
+                    loaded[event_id] = known
                     nxt.update(a for a in known.event.auth_event_ids if a not in seen)
             frontier = nxt
 
         def fetch(event_id: str) -> Event | None:
             if extra is not None and event_id == extra.event_id:
                 return extra
-            known = self._known.get(event_id)
+            known = loaded.get(event_id)
             if known is None or known.status is Status.REJECTED:
                 return None
             return known.event
@@ -839,6 +869,7 @@ class Roomserver(RoomQueries):
         )
         batch.payloads.append(payload)
         known = _Known(item.event, status, reason, None, pending=True)
+        batch.staged.append(known)
         self._remember(known)
         self._pending[item.event.event_id] = batch
         return known
