@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -24,38 +23,20 @@ from typing import Any
 
 import pytest
 
+from tests.support.peer import free_port, start_synapse, stop_synapse
 from tests.support.server import start_server
-
-PEER = Path(__file__).resolve().parents[3] / "shared" / "peer" / "synapse.sh"
-if not PEER.exists():
-    PEER = Path("/work/shared/peer/synapse.sh")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Synapse homeserver for the whole session; fails loudly if it cannot start."""
-    if not PEER.exists():
-        pytest.fail(f"the reference Synapse script is missing: {PEER}")
     d = tmp_path_factory.mktemp("synapse")
-    port = _free_port()
-    proc = subprocess.run(
-        ["bash", str(PEER), "start", str(d), str(port)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"Synapse did not start: {proc.stderr[-2000:]}")
+    port = free_port()
+    start_synapse(d, port)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        subprocess.run(["bash", str(PEER), "stop", str(d)], check=False)
+        stop_synapse(d)
 
 
 def pytest_configure(config: pytest.Config) -> None:

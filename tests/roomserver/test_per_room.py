@@ -10,7 +10,7 @@ import pytest
 from myelin.core.events import Event
 from myelin.eventlog.disk import DiskEventLog
 from myelin.roomserver.roomserver import Roomserver
-from myelin.roomserver.types import InputEvent, InputResult, LogPayload, Status
+from myelin.roomserver.types import InputError, InputEvent, InputResult, LogPayload, Status
 from myelin.storage import Database
 
 from .rooms import RoomScript, user
@@ -155,3 +155,33 @@ async def test_cancelled_submitters_withdraw_or_commit_exactly_once(
     assert (await rs.latest_events(room.room_id)).prev_event_ids == (event.event_id,)
     second = await rs.submit(after)
     assert second.status is Status.ACCEPTED and second.log_offset == head + 2
+
+
+async def test_one_input_of_several_rooms_answers_in_order(db: Database, log: DiskEventLog) -> None:
+    rs = await Roomserver.open(db, log)
+    first, second = await _room(rs), await _room(rs)
+    a, b = await _chain(first, 5), await _chain(second, 5)
+    unknown = first.build(
+        "m.room.message",
+        ALICE,
+        {"body": "x"},
+        state_key=None,
+        prevs=[a[0].event_id],
+        auth_state={},
+        depth=1,
+        room_id="!nowhere:test.example",
+    )
+    items = [InputEvent(e) for pair in zip(a, b, strict=True) for e in pair]
+    items.insert(3, InputEvent(unknown))
+    batches = rs.batches
+    results = await rs.input(items)
+    assert isinstance(results[3], InputError) and "unknown room" in str(results[3])
+    accepted = [r for r in results if isinstance(r, InputResult)]
+    assert [r.event_id for r in accepted] == [e.event_id for p in zip(a, b, strict=True) for e in p]
+    assert all(r.status is Status.ACCEPTED for r in accepted)
+    assert rs.batches - batches <= 2  # both rooms' events in the same commit(s)
+    for room, chain in ((first, a), (second, b)):
+        offsets = [r.log_offset for r in accepted if r.event_id in {e.event_id for e in chain}]
+        assert offsets == sorted(offsets)
+        assert room.room_id is not None
+        assert (await rs.latest_events(room.room_id)).prev_event_ids == (chain[-1].event_id,)

@@ -14,20 +14,25 @@ of one room strictly in order. For each event:
 4. for new events, check it against the room's current state (soft-failed if not);
 5. compute the state after it, the new forward extremities and current state.
 
-A room's decided batch then joins the commit queue, and whoever holds the commit lock
-commits every queued batch, of any number of rooms, at once: their log records (event,
-status, state before it as a delta, change of current state) are appended in one call,
-which is the commit point, then the projections are written in one transaction and the
-callers answered. So no event ID is returned and no query sees an event before it is
-durably in the log. A room keeps its lock until its batch is committed, so the next
-batch of that room is decided on committed state. If a commit fails, the projections are
-caught up from the log (the path `myelin rebuild` and start-up take) before any room of
-that commit decides again, and those rooms' in-memory models are dropped; other rooms
-carry on.
+A room's decided batch then joins the commit queue (FIFO), and whoever holds the commit
+lock commits every queued batch, of any number of rooms, at once: their log records
+(event, status, state before it as a delta, change of current state) are appended in one
+call, which is the commit point, then the projections are written in one transaction and
+the callers answered. So no event ID is returned and no query sees an event before it is
+durably in the log. The room's lock is let go once its batch is queued: its next batch
+is decided on top of the in-memory model while this one commits (an event that needs
+an uncommitted one from the projections waits for that commit). Concurrent rooms also
+share their event look-ups (one read per round).
 
-Cancellation: a caller cancelled while its events are queued withdraws them; a room
-whose batch a commit has already taken waits for that commit before it lets go of the
-room, so a room's model never runs ahead of, or behind, what was committed.
+If a commit fails, later queued batches of its rooms fail with it (a generation number
+refuses anything decided on top of it), those rooms' models are dropped, and no room
+decides until the projections have caught up from the log (the path `myelin rebuild`
+and start-up take); other rooms' queued batches carry on.
+
+Cancellation: a caller cancelled while its events are still queued on the room withdraws
+them. Once decided, they are committed (or fail) before the cancellation completes, so
+no room's model ever disagrees with the log, and an acknowledged event is never lost or
+stored twice.
 """
 
 from __future__ import annotations
@@ -290,11 +295,10 @@ class Roomserver(RoomQueries):
                 continue
             batches: list[_Batch] = []
             async with slot.lock:
+                await self._recovered.wait()  # before taking anything: it may be cancelled
                 if not any(f in undone for _, f in slot.queue):
                     continue
                 queued, slot.queue = slot.queue, []
-                if self._broken is None:
-                    await self._recovered.wait()
                 if self._broken is not None:
                     for _, future in queued:
                         _fail(future, self._broken)

@@ -10,7 +10,6 @@ the test fails, loudly, without it.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 from pathlib import Path
@@ -21,23 +20,13 @@ import pytest
 from myelin.core.events import StateKey
 from myelin.core.roomversions import room_version
 from myelin.core.stateres import resolve_state
+from tests.support.peer import synapse_python
 
 from .graph import ALICE, BOB, CHARLIE, EVELYN, Room, initial_events
 from .test_properties import USERS, spec_for
 
 ORACLE = Path(__file__).with_name("synapse_oracle.py")
 CASES = 200
-
-
-def synapse_python() -> Path:
-    cache = Path(os.environ.get("PEER_CACHE", Path.home() / ".cache" / "matrix-peer"))
-    python = cache / "synapse-venv" / "bin" / "python"
-    if not python.exists():
-        pytest.fail(
-            f"the reference Synapse is not installed ({python} is missing); "
-            "run ../shared/peer/synapse.sh start DIR PORT once to install it"
-        )
-    return python
 
 
 def random_action(r: random.Random) -> tuple[Any, ...]:
