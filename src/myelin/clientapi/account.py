@@ -22,13 +22,16 @@ from myelin.clientapi.http import (
     opt_str,
     req_str,
 )
-from myelin.clientapi.router import CLIENT_PREFIXES, Router
+from myelin.clientapi.router import CLIENT_PREFIXES, CLIENT_V1_PREFIX, Router
 from myelin.clientapi.uia import DUMMY, PASSWORD, authenticate, identifier_user
 from myelin.userapi.accounts import Session, UserAPIError
 
 REGISTER_FLOWS = [[DUMMY]]
 PASSWORD_FLOWS = [[PASSWORD]]
 MAX_PASSWORD_LENGTH = 512
+TOKEN = "m.login.token"
+#: How long an m.login.token token stays valid (the spec's recommended default).
+LOGIN_TOKEN_LIFETIME_MS = 120_000
 
 
 def _paths(suffix: str) -> list[str]:
@@ -106,11 +109,19 @@ def install(router: Router, ctx: ClientContext) -> None:
         return json_response({"available": True})
 
     async def login_flows(req: Request) -> Response:
-        return json_response({"flows": [{"type": PASSWORD}]})
+        return json_response(
+            {"flows": [{"type": PASSWORD}, {"type": TOKEN, "get_login_token": True}]}
+        )
 
-    async def login(req: Request) -> Response:
-        body = req.json()
+    async def login_user(body: dict[str, Any]) -> str:
+        """The user a login request proves to be, or M_FORBIDDEN."""
         login_type = req_str(body, "type")
+        if login_type == TOKEN:
+            user_id = users.consume_login_token(req_str(body, "token"))
+            info = await users.account(user_id)
+            if info is None or info[1]:
+                raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+            return user_id
         if login_type != PASSWORD:
             raise MatrixError(400, "M_UNKNOWN", f"Unknown login type {login_type}")
         password = req_str(body, "password")
@@ -122,14 +133,19 @@ def install(router: Router, ctx: ClientContext) -> None:
             user_id = users.user_id_for(name)
         except UserAPIError:
             raise forbidden("Invalid username or password") from None
-        device_id = opt_str(body, "device_id")
-        display_name = opt_str(body, "initial_device_display_name")
-        refreshable = opt_bool(body, "refresh_token")
         if not await users.verify_password(user_id, password):
             info = await users.account(user_id)
             if info is not None and info[1]:
                 raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
             raise forbidden("Invalid username or password")
+        return user_id
+
+    async def login(req: Request) -> Response:
+        body = req.json()
+        device_id = opt_str(body, "device_id")
+        display_name = opt_str(body, "initial_device_display_name")
+        refreshable = opt_bool(body, "refresh_token")
+        user_id = await login_user(body)
         session = await users.login(
             user_id,
             device_id=device_id,
@@ -138,6 +154,15 @@ def install(router: Router, ctx: ClientContext) -> None:
             refreshable=refreshable,
         )
         return json_response(session_json(ctx, session))
+
+    async def get_login_token(req: Request) -> Response:
+        who = req.user()
+        body = req.json_or_empty()
+        # Every call is a fresh UIA session (sessions authorise one request only), so the
+        # user re-proves their password for each extra client, as the spec requires.
+        await authenticate(ctx, req, body, PASSWORD_FLOWS, who.user_id)
+        token = users.issue_login_token(who.user_id, LOGIN_TOKEN_LIFETIME_MS)
+        return json_response({"login_token": token, "expires_in_ms": LOGIN_TOKEN_LIFETIME_MS})
 
     async def refresh(req: Request) -> Response:
         body = req.json()
@@ -194,6 +219,9 @@ def install(router: Router, ctx: ClientContext) -> None:
     router.add("GET", _paths("/register/available"), available, ratelimit=True)
     router.add("GET", _paths("/login"), login_flows)
     router.add("POST", _paths("/login"), login, ratelimit=True)
+    router.add(
+        "POST", CLIENT_V1_PREFIX + "/login/get_token", get_login_token, auth=True, ratelimit=True
+    )
     router.add("POST", _paths("/refresh"), refresh, ratelimit=True)
     router.add("POST", _paths("/logout"), logout, auth=True, allow_guest=True)
     router.add("POST", _paths("/logout/all"), logout_all, auth=True, allow_guest=True)

@@ -66,7 +66,7 @@ def install(router: Router, ctx: ClientContext) -> None:
                     "m.set_displayname": {"enabled": True},
                     "m.set_avatar_url": {"enabled": True},
                     "m.3pid_changes": {"enabled": False},
-                    "m.get_login_token": {"enabled": False},
+                    "m.get_login_token": {"enabled": not req.user().is_guest},
                 }
             }
         )

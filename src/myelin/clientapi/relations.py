@@ -30,7 +30,7 @@ from myelin.storage import Txn
 from myelin.syncapi import queries
 from myelin.syncapi import relations as rel
 from myelin.syncapi.format import StoredEvent, client_event, now_ms
-from myelin.syncapi.sync import SyncAPI, _visible_after
+from myelin.syncapi.sync import SyncAPI, visible_after
 from myelin.syncapi.tokens import StreamToken
 
 MAX_RECURSION = 3
@@ -100,7 +100,7 @@ async def readable_range(
         if hide:
             raise not_found("Event not found") from None
         raise err
-    return await _visible_after(t, room_id, user_id), upto
+    return await visible_after(t, room_id, user_id), upto
 
 
 async def descendants(t: Txn, room_id: str, parent_id: str, depth: int) -> dict[str, int]:

@@ -20,36 +20,20 @@ from myelin.clientapi.http import (
     invalid_param,
     json_response,
     missing_param,
+    opt_dict,
+    opt_str_list,
 )
 from myelin.clientapi.relations import serve_events
 from myelin.clientapi.router import CLIENT_PREFIXES, Router
 from myelin.storage import Txn
 from myelin.syncapi import queries
 from myelin.syncapi import search as index
-from myelin.syncapi.sync import SyncAPI, _visible_after
+from myelin.syncapi.sync import SyncAPI, visible_after
 from myelin.syncapi.tokens import StreamToken
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
 MAX_CONTEXT = 20
-
-
-def _obj(body: dict[str, Any], key: str) -> dict[str, Any]:
-    value = body.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise bad_json(f"'{key}' must be an object")
-    return value
-
-
-def _str_list(body: dict[str, Any], key: str) -> list[str] | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise bad_json(f"'{key}' must be a list of strings")
-    return value
 
 
 def _int(body: dict[str, Any], key: str, default: int, maximum: int) -> int:
@@ -68,22 +52,22 @@ def install(router: Router, sync: SyncAPI) -> None:
             raise missing_param("Missing 'search_categories'")
         if categories.get("room_events") is None:
             return json_response({"search_categories": {}})  # no category we search
-        criteria = _obj(categories, "room_events")
+        criteria = opt_dict(categories, "room_events") or {}
         term = criteria.get("search_term")
         if not isinstance(term, str):
             raise missing_param("Missing 'search_term' (a string)")
-        keys = _str_list(criteria, "keys") or list(index.ALL_KEYS)
+        keys = opt_str_list(criteria, "keys") or list(index.ALL_KEYS)
         unknown = [k for k in keys if k not in index.ALL_KEYS]
         if unknown:
             raise invalid_param(f"Unknown search keys: {unknown}")
         order_by = criteria.get("order_by", "rank")
         if order_by not in ("rank", "recent"):
             raise invalid_param("'order_by' must be 'rank' or 'recent'")
-        flt = _obj(criteria, "filter")
-        wanted_rooms = _str_list(flt, "rooms")
-        not_rooms = set(_str_list(flt, "not_rooms") or [])
-        senders = _str_list(flt, "senders")
-        not_senders = _str_list(flt, "not_senders")
+        flt = opt_dict(criteria, "filter") or {}
+        wanted_rooms = opt_str_list(flt, "rooms")
+        not_rooms = set(opt_str_list(flt, "not_rooms") or [])
+        senders = opt_str_list(flt, "senders")
+        not_senders = opt_str_list(flt, "not_senders")
         limit = max(1, _int(flt, "limit", DEFAULT_LIMIT, MAX_LIMIT))
         context = criteria.get("event_context")
         if context is not None and not isinstance(context, dict):
@@ -91,7 +75,7 @@ def install(router: Router, sync: SyncAPI) -> None:
         before = _int(context or {}, "before_limit", 5, MAX_CONTEXT)
         after = _int(context or {}, "after_limit", 5, MAX_CONTEXT)
         with_profiles = (context or {}).get("include_profile", False) is True
-        groupings = _obj(criteria, "groupings").get("group_by") or []
+        groupings = (opt_dict(criteria, "groupings") or {}).get("group_by") or []
         if not isinstance(groupings, list) or not all(
             isinstance(g, dict) and g.get("key") in ("room_id", "sender") for g in groupings
         ):
@@ -122,7 +106,7 @@ def install(router: Router, sync: SyncAPI) -> None:
                 senders=senders,
                 not_senders=not_senders,
             )
-            floors = {r: await _visible_after(t, r, who.user_id) for r in {h.room_id for h in hits}}
+            floors = {r: await visible_after(t, r, who.user_id) for r in {h.room_id for h in hits}}
             more = len(hits) > limit
             hits = [h for h in hits[:limit] if h.pos > floors[h.room_id]]
             events = {

@@ -114,7 +114,7 @@ class SyncContributor(Protocol):
     ) -> tuple[tuple[int, ...], bool]: ...
 
 
-async def _visible_after(t: Txn, room_id: str, user_id: str) -> int:
+async def visible_after(t: Txn, room_id: str, user_id: str) -> int:
     """The position after which the user may read the room's history, from the room's
     current `m.room.history_visibility` (history-visibility module): everything for
     `shared` and `world_readable`; for `invited` and `joined`, only what came after the
@@ -273,7 +273,7 @@ class SyncAPI:
     ) -> dict[str, Any] | None:
         limit = flt.timeline_limit
         # A room new to this sync shows the latest history; otherwise what came after `since`.
-        start = max(0 if newly else after, await _visible_after(t, room_id, who.user_id))
+        start = max(0 if newly else after, await visible_after(t, room_id, who.user_id))
         timeline, limited = await _filtered(t, room_id, start, upto, limit, flt.timeline, True)
         timeline.reverse()
         state_after = 0 if newly else after
@@ -374,11 +374,11 @@ class SyncAPI:
                 start = from_token.room if from_token is not None else upto
                 hi = min(start, upto)
                 lo = to_token.room if to_token is not None else 0
-                lo = max(lo, await _visible_after(t, room_id, who.user_id))
+                lo = max(lo, await visible_after(t, room_id, who.user_id))
                 chunk, more = await _filtered(t, room_id, lo, hi, limit, flt, True)
             else:
                 start = from_token.room if from_token is not None else 0
-                start = max(start, await _visible_after(t, room_id, who.user_id))
+                start = max(start, await visible_after(t, room_id, who.user_id))
                 hi = min(to_token.room, upto) if to_token is not None else upto
                 chunk, more = await _filtered(t, room_id, start, hi, limit, flt, False)
             body: dict[str, Any] = {
@@ -427,7 +427,7 @@ class SyncAPI:
             if event is None or event.room_id != room_id or event.pos > upto:
                 raise MatrixError(404, "M_NOT_FOUND", "Event not found")
             half = limit // 2
-            floor = await _visible_after(t, room_id, who.user_id)
+            floor = await visible_after(t, room_id, who.user_id)
             if event.pos <= floor:
                 raise MatrixError(404, "M_NOT_FOUND", "Event not found")
             before, _ = await _filtered(t, room_id, floor, event.pos - 1, half, flt, True)

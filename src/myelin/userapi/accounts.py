@@ -114,6 +114,10 @@ class UserAPI:
         self._tokens_of: dict[str, set[str]] = {}
         self._generation: dict[str, int] = {}
         self._last_seen: dict[tuple[str, str], tuple[int, str]] = {}
+        # m.login.token tokens: digest -> (user ID, expiry in ms). Kept in memory only:
+        # they live for minutes and are used once, so losing them on restart just means
+        # the other client asks for a new one.
+        self._login_tokens: dict[str, tuple[str, int]] = {}
 
     @classmethod
     async def open(
@@ -424,6 +428,30 @@ class UserAPI:
                 info.device_id,
             )
         )
+
+    def issue_login_token(self, user_id: str, lifetime_ms: int) -> str:
+        """A single-use token that logs another client in as `user_id` (m.login.token)."""
+        now = now_ms()
+        for stale in [d for d, (_, until) in self._login_tokens.items() if until <= now]:
+            del self._login_tokens[stale]
+        if len(self._login_tokens) >= TOKEN_CACHE_SIZE:
+            raise UserAPIError(429, "M_LIMIT_EXCEEDED", "Too many outstanding login tokens")
+        token = _new_token("mylt")
+        self._login_tokens[_digest(token)] = (user_id, now + lifetime_ms)
+        return token
+
+    def consume_login_token(self, token: str) -> str:
+        """The user a login token stands for; the token is spent by this call, valid or not.
+
+        Unknown, already used and expired tokens are all 403 M_FORBIDDEN, as the spec asks.
+        """
+        entry = self._login_tokens.pop(_digest(token), None)
+        if entry is None:
+            raise UserAPIError(403, "M_FORBIDDEN", "Invalid or already used login token")
+        user_id, valid_until = entry
+        if valid_until <= now_ms():
+            raise UserAPIError(403, "M_FORBIDDEN", "Login token has expired")
+        return user_id
 
     def _forget_tokens(self, user_id: str) -> None:
         """Called after every change that may revoke a token of `user_id`."""
