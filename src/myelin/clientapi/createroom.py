@@ -147,8 +147,13 @@ def build_room(
     body: Mapping[str, Any],
     default_version: str,
     alias: str | None,
+    *,
+    creator_profile: Mapping[str, str] | None = None,
 ) -> tuple[str, list[Event]]:
-    """The room ID and events of a new room, validated and built but not yet submitted."""
+    """The room ID and events of a new room, validated and built but not yet submitted.
+
+    `creator_profile` (display name, avatar URL) goes into the creator's join event.
+    """
     version = parse_version(body, default_version)
     visibility = opt_str(dict(body), "visibility") or "private"
     if visibility not in ("public", "private"):
@@ -184,7 +189,7 @@ def build_room(
     if not version.room_id_from_create_event:
         chain.room_id = f"!{secrets.token_urlsafe(18)}:{writer.server_name}"
     chain.add("m.room.create", create_content)
-    chain.add("m.room.member", {"membership": "join"}, creator)
+    chain.add("m.room.member", {**(creator_profile or {}), "membership": "join"}, creator)
 
     levels = initial_power_levels_content(version, creator)
     if preset == "trusted_private_chat" and not version.privileged_creators:

@@ -40,6 +40,11 @@ def install(router: Router, store: AccountData, rooms: RoomComponents, users: Us
             return {}
         return profile
 
+    async def member_profile(user_id: str) -> dict[str, str]:
+        return await store.profile(user_id) or {}
+
+    rooms.writer.member_profile = member_profile
+
     async def get_profile(req: Request) -> Response:
         return json_response(await known_user(req.params["user_id"]))
 

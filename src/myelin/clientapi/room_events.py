@@ -52,6 +52,15 @@ class RoomWriter:
         self.key = key
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        #: The current `displayname`/`avatar_url` of a local user, copied into the content
+        #: of their joins. Set by whoever stores profiles; without it joins carry none.
+        self.member_profile: Callable[[str], Awaitable[dict[str, str]]] | None = None
+
+    async def profile_of(self, user_id: str) -> dict[str, str]:
+        """The profile fields a join of `user_id` should carry (empty when unknown)."""
+        if self.member_profile is None:
+            return {}
+        return await self.member_profile(user_id)
 
     async def _lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)

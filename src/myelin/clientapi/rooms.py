@@ -111,7 +111,12 @@ def install(router: Router, rooms: Rooms) -> None:
             if await directory.resolve(alias) is not None:
                 raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} already taken")
         room_id, events = createroom.build_room(
-            writer, who.user_id, body, ctx.config.default_room_version, alias
+            writer,
+            who.user_id,
+            body,
+            ctx.config.default_room_version,
+            alias,
+            creator_profile=await writer.profile_of(who.user_id),
         )
         offset = await writer.submit(events)
         if alias is not None:
@@ -127,6 +132,9 @@ def install(router: Router, rooms: Rooms) -> None:
         if not is_valid_user_id(target):
             raise invalid_param(f"Invalid user ID {target[:100]!r}")
         content: dict[str, Any] = {"membership": membership}
+        if membership == "join" and target == sender:
+            # Other members see the joiner's current name and avatar, as on other servers.
+            content.update(await writer.profile_of(target))
         reason = opt_str(body, "reason")
         if reason is not None:
             content["reason"] = reason

@@ -663,7 +663,14 @@ class Roomserver(RoomQueries):
         extra: Event | None = None,
     ) -> dict[StateKey, str]:
         """State resolution with every event it may need loaded first (the core does no I/O):
-        the events of the state sets and their auth chains."""
+        the events of the state sets and their auth chains.
+
+        Identical state sets (a fork of messages, the usual case with concurrent senders)
+        have no conflicted entries and equal auth chains, so no auth difference either:
+        every resolution algorithm returns that state, without loading any chain."""
+        first = states[0]
+        if all(s is first or s == first for s in states[1:]):
+            return dict(first)  # fresh: the caller may make it a room's `current`
         frontier = {e for s in states for e in s.values()}
         seen: set[str] = set()
         if extra is not None:
