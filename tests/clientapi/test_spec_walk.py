@@ -54,13 +54,18 @@ async def test_every_endpoint_answers_as_the_spec_says(myelin_server: ServerProc
             "POST", f"{V3}/refresh", {"refresh_token": login["refresh_token"]}
         )
         assert status == 200 and refreshed["access_token"] != login["access_token"]
+        # The old pair stays valid until the new access token is used, then is revoked.
+        status, who = await c.call("GET", f"{V3}/account/whoami", token=login["access_token"])
+        assert status == 200
+        token2 = refreshed["access_token"]
+        status, who = await c.call("GET", f"{V3}/account/whoami", token=token2)
+        assert who["device_id"] == login["device_id"]
         status, err = await c.call(
             "POST", f"{V3}/refresh", {"refresh_token": login["refresh_token"]}
         )
         assert (status, err["errcode"]) == (401, "M_UNKNOWN_TOKEN")
-        token2 = refreshed["access_token"]
-        status, who = await c.call("GET", f"{V3}/account/whoami", token=token2)
-        assert who["device_id"] == login["device_id"]
+        status, err = await c.call("GET", f"{V3}/account/whoami", token=login["access_token"])
+        assert (status, err["errcode"]) == (401, "M_UNKNOWN_TOKEN")
 
         # Devices.
         status, devs = await c.call("GET", f"{V3}/devices", token=token)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.push_http.conftest import server
+from tests.support.backends import server_per_backend_fixture
 
-__all__ = ["server"]
+server = server_per_backend_fixture("module")

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from PIL import Image
 
-from myelin.storage import Database, testing
+from myelin.storage import testing
+from tests.support.backends import database_fixture
 
 pg_dsn = testing.pg_dsn_fixture()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with testing.open_test_database(request.param, tmp_path, request) as database:
-        yield database
+db = database_fixture()
 
 
 def make_image(width: int, height: int, fmt: str = "PNG", mode: str = "RGB") -> bytes:

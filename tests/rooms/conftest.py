@@ -2,26 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from tests.support.backends import server_per_backend_fixture
 
-import pytest
-
-from myelin.storage import testing
-from tests.support.server import ServerProcess, start_server
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
-    dsn = testing.create_throwaway_database() if request.param == "postgres" else None
-    try:
-        data = tmp_path / "data"
-        server = start_server(data, database=dsn) if dsn else start_server(data)
-        try:
-            yield server
-        finally:
-            code = server.stop()
-            assert code == 0, f"myelin serve exited with {code}: {server.stderr_lines}"
-    finally:
-        if dsn:
-            testing.drop_database(dsn)
+backend_server = server_per_backend_fixture("function")

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from myelin.eventlog.disk import DiskEventLog
-from myelin.storage import Database, testing
+from myelin.storage import testing
+from tests.support.backends import database_fixture, disk_log_fixture
 
 pg_dsn = testing.pg_dsn_fixture()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with testing.open_test_database(request.param, tmp_path, request) as database:
-        yield database
-
-
-@pytest.fixture
-async def log(tmp_path: Path) -> AsyncIterator[DiskEventLog]:
-    async with DiskEventLog(tmp_path / "log") as event_log:
-        yield event_log
+db = database_fixture()
+log = disk_log_fixture()

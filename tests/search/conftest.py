@@ -3,27 +3,6 @@ register uniquely named users, so they can share it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from tests.support.backends import server_per_backend_fixture
 
-import pytest
-
-from myelin.storage import testing
-from tests.support.server import ServerProcess, start_server
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    dsn = testing.create_throwaway_database() if request.param == "postgres" else None
-    try:
-        data = tmp_path_factory.mktemp("myelin") / "data"
-        server = start_server(data, database=dsn) if dsn else start_server(data)
-        try:
-            yield server
-        finally:
-            code = server.stop()
-            assert code == 0, f"myelin serve exited with {code}: {server.stderr_lines}"
-    finally:
-        if dsn:
-            testing.drop_database(dsn)
+backend_server = server_per_backend_fixture("module")

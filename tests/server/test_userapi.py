@@ -79,11 +79,21 @@ async def test_refresh_tokens_and_soft_logout(db: Database) -> None:
     with pytest.raises(UserAPIError) as info:
         await users.lookup_token(s.access_token)  # lifetime 0: expired at once
     assert info.value.extra == {"soft_logout": True}
+    lost = await users.refresh(s.refresh_token)
+    assert lost.device_id == "D" and lost.refresh_token != s.refresh_token
+    # The answer was lost: the old refresh token is still good until the new pair is used,
+    # and refreshing again replaces the unused pair.
     fresh = await users.refresh(s.refresh_token)
-    assert fresh.device_id == "D" and fresh.refresh_token != s.refresh_token
+    assert fresh.refresh_token not in (s.refresh_token, lost.refresh_token)
     with pytest.raises(UserAPIError) as info:
-        await users.refresh(s.refresh_token)  # the old refresh token is spent
+        await users.refresh(lost.refresh_token)  # type: ignore[arg-type]
     assert info.value.errcode == "M_UNKNOWN_TOKEN"
+    # Using the new refresh token spends the old one.
+    newest = await users.refresh(fresh.refresh_token)  # type: ignore[arg-type]
+    with pytest.raises(UserAPIError) as info:
+        await users.refresh(s.refresh_token)
+    assert info.value.errcode == "M_UNKNOWN_TOKEN"
+    fresh = newest
     await users.delete_devices(uid, ["D"])
     with pytest.raises(UserAPIError):
         await users.refresh(fresh.refresh_token)  # type: ignore[arg-type]

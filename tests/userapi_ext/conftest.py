@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from myelin.storage import Database, testing
-from tests.push_http.conftest import server
+from myelin.storage import testing
+from tests.support.backends import database_fixture, server_per_backend_fixture
 
 pg_dsn = testing.pg_dsn_fixture()
-
-__all__ = ["db", "pg_dsn", "server"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with testing.open_test_database(request.param, tmp_path, request) as database:
-        yield database
+db = database_fixture()
+server = server_per_backend_fixture("module")

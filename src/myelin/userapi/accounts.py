@@ -331,7 +331,8 @@ class UserAPI:
         refresh: str | None,
         ts: int,
         valid_until: int | None,
-    ) -> None:
+    ) -> int | None:
+        """Store an access token (and its refresh token); returns the refresh token's id."""
         refresh_id = None
         if refresh is not None:
             refresh_id = await t.fetchval(
@@ -352,29 +353,63 @@ class UserAPI:
             valid_until,
             refresh_id,
         )
+        return int(refresh_id) if refresh_id is not None else None
 
     async def refresh(self, refresh_token: str) -> Session:
-        """Trade a refresh token for a new access and refresh token (the old pair is revoked)."""
+        """Trade a refresh token for a new access and refresh token.
+
+        The old refresh token (and its access token) stay valid until the new pair is
+        first used, so a client that lost the answer can refresh again; refreshing again
+        replaces the unused pair it was given before."""
         access = _new_token("myl")
         refresh = _new_token("mylr")
         ts = now_ms()
 
         async def txn(t: Txn) -> tuple[str, str]:
             row = await t.fetchone(
-                "SELECT id, user_id, device_id FROM refresh_tokens WHERE token_hash = ?",
+                "SELECT id, user_id, device_id, parent_id FROM refresh_tokens"
+                " WHERE token_hash = ?",
                 _digest(refresh_token),
             )
             if row is None:
                 raise UserAPIError(401, "M_UNKNOWN_TOKEN", "Unknown refresh token")
-            await t.execute("DELETE FROM refresh_tokens WHERE id = ?", row[0])
-            await self._insert_tokens(
-                t, row[1], row[2], access, refresh, ts, ts + self.refreshable_lifetime_ms
+            token_id, user_id, device, parent = row
+            if parent is not None:  # using this token makes its predecessor spent
+                await t.execute("DELETE FROM refresh_tokens WHERE id = ?", parent)
+            # An earlier, never used answer to refreshing this same token is replaced.
+            await t.execute("DELETE FROM refresh_tokens WHERE parent_id = ?", token_id)
+            new_id = await self._insert_tokens(
+                t, user_id, device, access, refresh, ts, ts + self.refreshable_lifetime_ms
             )
-            return row[1], row[2]
+            await t.execute(
+                "UPDATE refresh_tokens SET parent_id = ? WHERE id = ?", token_id, new_id
+            )
+            return user_id, device
 
         user_id, device = await self.db.run(txn)
         self._forget_tokens(user_id)
         return Session(user_id, device, access, refresh, self.refreshable_lifetime_ms)
+
+    async def _retire_refreshed(self, user_id: str, access_token_id: int) -> None:
+        """First use of an access token from a refresh: the refresh token it replaced, and
+        that token's access token, are revoked now."""
+
+        async def txn(t: Txn) -> int:
+            parent = await t.fetchval(
+                "SELECT r.parent_id FROM access_tokens a"
+                " JOIN refresh_tokens r ON r.id = a.refresh_token_id WHERE a.id = ?",
+                access_token_id,
+            )
+            if parent is None:
+                return 0
+            await t.execute("DELETE FROM refresh_tokens WHERE id = ?", parent)
+            await t.execute(
+                "UPDATE refresh_tokens SET parent_id = NULL WHERE parent_id = ?", parent
+            )
+            return 1
+
+        if await self.db.run(txn):
+            self._forget_tokens(user_id)
 
     async def lookup_token(self, token: str) -> TokenInfo:
         """The owner of an access token; M_UNKNOWN_TOKEN (soft logout if only expired)."""
@@ -385,7 +420,9 @@ class UserAPI:
             row = await self.db.read(
                 lambda t: t.fetchone(
                     "SELECT a.id, a.user_id, a.device_id, a.valid_until_ms, u.is_guest,"
-                    " u.deactivated FROM access_tokens a JOIN users u ON u.user_id = a.user_id"
+                    " u.deactivated, r.parent_id FROM access_tokens a"
+                    " JOIN users u ON u.user_id = a.user_id"
+                    " LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id"
                     " WHERE a.token_hash = ?",
                     digest,
                 )
@@ -396,6 +433,8 @@ class UserAPI:
                 )
             cached = (TokenInfo(int(row[0]), row[1], row[2], bool(row[4])), row[3])
             user_id = row[1]
+            if row[6] is not None:
+                await self._retire_refreshed(user_id, int(row[0]))
             if generations.get(user_id, 0) == self._generation.get(user_id, 0):
                 if len(self._tokens) >= TOKEN_CACHE_SIZE:
                     self._tokens.clear()
