@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from myelin.core.base64 import decode_base64, encode_base64
+from myelin.core.base64 import encode_base64
 from myelin.core.builder import (
     MAX_PDU_BYTES,
     EventBuildError,
@@ -32,8 +32,9 @@ from myelin.core.hashing import ContentHashError, check_content_hash, compute_re
 from myelin.core.redaction import redact
 from myelin.core.roomversions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion, room_version
 from myelin.core.signing import SignatureError, SigningKey, verify_json
+from tests.support.spec_vectors import spec_message_event, spec_signing_key
 
-KEY = SigningKey.from_seed(decode_base64("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"), "1")
+KEY = spec_signing_key()
 OTHER = SigningKey.from_seed(bytes(range(32)), "o")
 KEYS = {("example.org", "ed25519:1"): KEY.verify_key, ("other.org", "ed25519:o"): OTHER.verify_key}
 ALL_VERSIONS = sorted(KNOWN_ROOM_VERSIONS, key=int)
@@ -353,17 +354,7 @@ def test_cosigning_keeps_hashes_and_id() -> None:
 
 
 def test_hash_and_sign_event_reproduces_the_spec_vector() -> None:
-    event = {
-        "content": {"body": "Here is the message content"},
-        "event_id": "$0:domain",
-        "origin": "domain",
-        "origin_server_ts": 1000000,
-        "type": "m.room.message",
-        "room_id": "!r:domain",
-        "sender": "@u:domain",
-        "signatures": {},
-        "unsigned": {"age_ts": 1000000},
-    }
+    event = spec_message_event()
     signed = hash_and_sign_event(event, room_version("1"), "domain", KEY)
     assert signed["hashes"] == {"sha256": "onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g"}
     assert signed["signatures"] == {

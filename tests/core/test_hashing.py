@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from myelin.core.base64 import decode_base64, encode_base64
+from myelin.core.base64 import encode_base64
 from myelin.core.hashing import (
     ContentHashError,
     add_content_hash,
@@ -20,9 +20,10 @@ from myelin.core.hashing import (
 )
 from myelin.core.redaction import redact
 from myelin.core.roomversions import room_version
-from myelin.core.signing import SigningKey, sign_json, verify_json
+from myelin.core.signing import sign_json, verify_json
+from tests.support.spec_vectors import spec_message_event, spec_signing_key
 
-KEY = SigningKey.from_seed(decode_base64("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"), "1")
+KEY = spec_signing_key()
 V1 = room_version("1")
 
 MINIMAL_EVENT: dict[str, Any] = {
@@ -40,17 +41,7 @@ MINIMAL_EVENT: dict[str, Any] = {
     "unsigned": {"age_ts": 1000000},
 }
 
-REDACTABLE_EVENT: dict[str, Any] = {
-    "content": {"body": "Here is the message content"},
-    "event_id": "$0:domain",
-    "origin": "domain",
-    "origin_server_ts": 1000000,
-    "type": "m.room.message",
-    "room_id": "!r:domain",
-    "sender": "@u:domain",
-    "signatures": {},
-    "unsigned": {"age_ts": 1000000},
-}
+REDACTABLE_EVENT: dict[str, Any] = spec_message_event()
 
 
 def hash_and_sign(event: dict[str, Any]) -> dict[str, Any]:

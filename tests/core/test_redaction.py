@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from myelin.core.redaction import RedactionError, redact
 from myelin.core.roomversions import KNOWN_ROOM_VERSIONS, room_version
+from tests.support.spec_vectors import spec_message_event
 
 # Every top-level key any version keeps, plus keys no version keeps.
 FULL_TOP_LEVEL: dict[str, Any] = {
@@ -235,17 +236,7 @@ def test_non_objects_are_rejected() -> None:
 
 def test_spec_example_event_keeps_its_body_out() -> None:
     # appendices.md, second event-signing example: message content does not survive.
-    event = {
-        "content": {"body": "Here is the message content"},
-        "event_id": "$0:domain",
-        "origin": "domain",
-        "origin_server_ts": 1000000,
-        "type": "m.room.message",
-        "room_id": "!r:domain",
-        "sender": "@u:domain",
-        "signatures": {},
-        "unsigned": {"age_ts": 1000000},
-    }
+    event = spec_message_event()
     assert redact(event, room_version("1")) == {
         "content": {},
         "event_id": "$0:domain",

@@ -10,22 +10,10 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room, join, send, two_in_room
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
-
-
-async def _two_in_room(c: SpecClient, prefix: str) -> tuple[str, str, str, str, str]:
-    alice = (await c.register(f"{prefix}_alice"))["access_token"]
-    bob = (await c.register(f"{prefix}_bob"))["access_token"]
-    status, body = await c.call(
-        "POST", f"{V3}/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice
-    )
-    assert status == 200
-    room = body["room_id"]
-    status, _ = await c.call("POST", f"{V3}/join/{quote(room)}", {}, token=bob)
-    assert status == 200
-    return alice, bob, room, f"@{prefix}_alice:localhost", f"@{prefix}_bob:localhost"
 
 
 def _ephemeral(s: dict[str, Any], room: str, kind: str) -> list[dict[str, Any]]:
@@ -37,7 +25,7 @@ def _ephemeral(s: dict[str, Any], room: str, kind: str) -> list[dict[str, Any]]:
 
 async def test_typing_in_sync_wakes_long_poll(server: ServerProcess) -> None:
     async with SpecClient(server.base_url) as c:
-        alice, bob, room, alice_id, _ = await _two_in_room(c, "ty")
+        alice, bob, room, alice_id, _ = await two_in_room(c, "ty")
         status, s = await c.call("GET", f"{V3}/sync", token=bob)
         since = s["next_batch"]
 
@@ -102,7 +90,7 @@ async def test_receipts_public_private_threaded_and_read_markers(
     server: ServerProcess,
 ) -> None:
     async with SpecClient(server.base_url) as c:
-        alice, bob, room, alice_id, bob_id = await _two_in_room(c, "rc")
+        alice, bob, room, alice_id, bob_id = await two_in_room(c, "rc")
         status, sent = await c.call(
             "PUT",
             f"{V3}/rooms/{room}/send/m.room.message/t1",
@@ -207,7 +195,7 @@ async def test_receipts_public_private_threaded_and_read_markers(
 
 async def test_presence(server: ServerProcess) -> None:
     async with SpecClient(server.base_url) as c:
-        alice, bob, _room, alice_id, _bob_id = await _two_in_room(c, "pr")
+        alice, bob, _room, alice_id, _bob_id = await two_in_room(c, "pr")
         carol = (await c.register("pr_carol"))["access_token"]
         status, s = await c.call("GET", f"{V3}/sync?set_presence=offline", token=bob)
         since = s["next_batch"]
@@ -261,7 +249,7 @@ async def test_presence(server: ServerProcess) -> None:
 
 async def test_typing_lapse_wakes_long_poll(server: ServerProcess) -> None:
     async with SpecClient(server.base_url) as c:
-        alice, bob, room, alice_id, _ = await _two_in_room(c, "tl")
+        alice, bob, room, alice_id, _ = await two_in_room(c, "tl")
         status, _ = await c.call(
             "PUT",
             f"{V3}/rooms/{room}/typing/{quote(alice_id)}",
@@ -289,33 +277,28 @@ async def test_newly_joined_room_gets_current_typing_and_receipts(server: Server
         alice = (await c.register("nj_alice"))["access_token"]
         bob = (await c.register("nj_bob"))["access_token"]
         alice_id = "@nj_alice:localhost"
-        status, body = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice
-        )
-        room = body["room_id"]
-        status, sent = await c.call(
-            "PUT",
-            f"{V3}/rooms/{room}/send/m.room.message/n1",
-            {"msgtype": "m.text", "body": "before bob"},
-            token=alice,
-        )
+        room = await create_room(c, alice)
+        event_id = await send(c, alice, room, "n1", {"msgtype": "m.text", "body": "before bob"})
         status, _ = await c.call(
-            "POST", f"{V3}/rooms/{room}/receipt/m.read/{sent['event_id']}", {}, token=alice
+            "POST", f"{V3}/rooms/{room}/receipt/m.read/{event_id}", {}, token=alice
         )
+        assert status == 200
         status, _ = await c.call(
             "PUT",
             f"{V3}/rooms/{room}/typing/{quote(alice_id)}",
             {"typing": True, "timeout": 60000},
             token=alice,
         )
+        assert status == 200
         # Bob's token predates his join, and everything Alice did.
         status, s = await c.call("GET", f"{V3}/sync", token=bob)
-        since = s["next_batch"]
-        status, _ = await c.call("POST", f"{V3}/join/{quote(room)}", {}, token=bob)
         assert status == 200
+        since = s["next_batch"]
+        await join(c, bob, room)
         status, s = await c.call("GET", f"{V3}/sync?since={since}", token=bob)
+        assert status == 200
         assert _ephemeral(s, room, "m.typing") == [
             {"type": "m.typing", "content": {"user_ids": [alice_id]}}
         ]
         [receipt] = _ephemeral(s, room, "m.receipt")
-        assert alice_id in receipt["content"][sent["event_id"]]["m.read"]
+        assert alice_id in receipt["content"][event_id]["m.read"]

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import orjson
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room, join
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
@@ -18,11 +19,8 @@ async def test_filters_apply_to_ephemeral_sections(server: ServerProcess) -> Non
         alice = (await c.register("fl_alice"))["access_token"]
         bob = (await c.register("fl_bob"))["access_token"]
         alice_id, bob_id = "@fl_alice:localhost", "@fl_bob:localhost"
-        status, body = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice
-        )
-        room = body["room_id"]
-        status, _ = await c.call("POST", f"{V3}/join/{quote(room)}", {}, token=bob)
+        room = await create_room(c, alice)
+        await join(c, bob, room)
         status, sent = await c.call(
             "PUT",
             f"{V3}/rooms/{room}/send/m.room.message/f1",

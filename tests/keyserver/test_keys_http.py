@@ -15,6 +15,7 @@ import pytest
 from myelin.core.signing import SigningKey
 from tests.keyserver.helpers import V3, Device, cross_signing_key, login, register, sign_as
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room
 from tests.support.server import ServerProcess, start_server
 
 
@@ -388,11 +389,7 @@ async def test_cross_signing_and_signatures(client: SpecClient) -> None:
 async def test_keys_changes_and_sync_device_lists(client: SpecClient) -> None:
     alice = await register(client, "dl_alice")
     bob = await register(client, "dl_bob")
-    status, room = await client.call(
-        "POST", f"{V3}/createRoom", {"preset": "public_chat"}, token=alice.token
-    )
-    assert status == 200, room
-    room_id = room["room_id"]
+    room_id = await create_room(client, alice.token, {"preset": "public_chat"})
     start = await sync(client, alice)
     status, _ = await client.call("POST", f"{V3}/join/{room_id}", {}, token=bob.token)
     assert status == 200

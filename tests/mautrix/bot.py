@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from mautrix.client import Client
 from mautrix.types import (
+    JSON,
     EventID,
     EventType,
     Membership,
+    MemberStateEventContent,
     MessageEvent,
     MessageType,
     RelatesTo,
@@ -59,11 +61,13 @@ class Bot:
         self.joined: asyncio.Future[RoomID] = loop.create_future()
         self.done: asyncio.Future[BotRun] = loop.create_future()
         self._sync: asyncio.Future[None] | None = None
+        self._joining: set[RoomID] = set()
+        self._acting = False
         self.client.add_event_handler(EventType.ROOM_MEMBER, self._on_member)
         self.client.add_event_handler(EventType.ROOM_MESSAGE, self._on_message)
 
     async def login(self, password: str) -> None:
-        await self.client.login(password=password, identifier=self.client.localpart)
+        await self.client.login(identifier=self.client.mxid, password=password)
 
     def start(self) -> None:
         self._sync = self.client.start(None)
@@ -77,10 +81,15 @@ class Bot:
         await self.client.api.session.close()
 
     async def _on_member(self, evt: StateEvent) -> None:
-        if self.joined.done():
+        print("MEMBER", evt.event_id, evt.state_key, evt.content.membership, evt.source, flush=True)
+        content = evt.content
+        if evt.state_key != self.client.mxid or not isinstance(content, MemberStateEventContent):
             return
-        if evt.state_key != self.client.mxid or evt.content.membership != Membership.INVITE:
+        # One sync can carry the invite more than once (invite_state and a timeline), and
+        # mautrix runs handlers concurrently: claim the room before the first await.
+        if content.membership != Membership.INVITE or evt.room_id in self._joining:
             return
+        self._joining.add(evt.room_id)
         try:
             room_id = await self.client.join_room(evt.room_id)
         except Exception as exc:  # handed to the test instead of mautrix's error log
@@ -89,10 +98,12 @@ class Bot:
             self.joined.set_result(room_id)
 
     async def _on_message(self, evt: MessageEvent) -> None:
-        if self.done.done() or evt.sender != self.owner:
+        print("MSG", evt.event_id, evt.sender, getattr(evt.content, "body", None), evt.source, flush=True)
+        if self._acting or evt.sender != self.owner:
             return
         if getattr(evt.content, "body", None) != TRIGGER:
             return
+        self._acting = True
         try:
             await self._act(evt.room_id, evt.event_id)
         except Exception as exc:
@@ -120,8 +131,10 @@ class Bot:
         run.redaction = await client.redact(room_id, run.redacted, reason="oops")
 
         await client.set_room_tag(room_id, TAG, RoomTagInfo(order=0.25))
-        await client.set_account_data(ACCOUNT_DATA_TYPE, {"mode": "helpful", "level": 3})
-        await client.set_account_data(ACCOUNT_DATA_TYPE, {"pinned": True}, room_id=room_id)
+        settings = {"mode": JSON("helpful"), "level": JSON(3)}
+        await client.set_account_data(ACCOUNT_DATA_TYPE, settings)
+        pinned = {"pinned": JSON(True)}
+        await client.set_account_data(ACCOUNT_DATA_TYPE, pinned, room_id=room_id)
 
         uri = await client.upload_media(MEDIA, mime_type="application/octet-stream")
         run.media_uri = str(uri)

@@ -10,17 +10,10 @@ from urllib.parse import quote
 import orjson
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room, join, send
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
-
-
-async def _send(c: SpecClient, token: str, room: str, txn: str, content: dict[str, Any]) -> str:
-    status, body = await c.call(
-        "PUT", f"{V3}/rooms/{room}/send/m.room.message/{txn}", content, token=token
-    )
-    assert status == 200, body
-    return str(body["event_id"])
 
 
 async def _counts(c: SpecClient, token: str, room: str, query: str = "") -> dict[str, Any]:
@@ -34,25 +27,21 @@ async def test_notify_highlight_and_receipt_reset(server: ServerProcess) -> None
     async with SpecClient(server.base_url) as c:
         alice = (await c.register("pc_alice"))["access_token"]
         bob = (await c.register("pc_bob"))["access_token"]
-        status, body = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice
-        )
-        room = body["room_id"]
-        status, _ = await c.call("POST", f"{V3}/join/{quote(room)}", {}, token=bob)
-        assert status == 200
+        room = await create_room(c, alice)
+        await join(c, bob, room)
 
         # Bob's own messages never count for Bob.
-        await _send(c, bob, room, "b1", {"msgtype": "m.text", "body": "hi all"})
+        await send(c, bob, room, "b1", {"msgtype": "m.text", "body": "hi all"})
         joined = await _counts(c, bob, room)
         assert joined["unread_notifications"] == {"highlight_count": 0, "notification_count": 0}
 
         # A plain message in a one-to-one room notifies (.m.rule.room_one_to_one).
-        await _send(c, alice, room, "a1", {"msgtype": "m.text", "body": "hello"})
+        await send(c, alice, room, "a1", {"msgtype": "m.text", "body": "hello"})
         joined = await _counts(c, bob, room)
         assert joined["unread_notifications"] == {"highlight_count": 0, "notification_count": 1}
 
         # A mention highlights (.m.rule.is_user_mention).
-        mention = await _send(
+        mention = await send(
             c,
             alice,
             room,
@@ -105,7 +94,7 @@ async def test_notify_highlight_and_receipt_reset(server: ServerProcess) -> None
                 token=bob,
             )
             assert status == 200
-        await _send(c, alice, room, "a3", {"msgtype": "m.text", "body": "quiet"})
+        await send(c, alice, room, "a3", {"msgtype": "m.text", "body": "quiet"})
         joined = await _counts(c, bob, room)
         assert joined["unread_notifications"]["notification_count"] == 0
 
@@ -114,19 +103,16 @@ async def test_thread_counts(server: ServerProcess) -> None:
     async with SpecClient(server.base_url) as c:
         alice = (await c.register("pt_alice"))["access_token"]
         bob = (await c.register("pt_bob"))["access_token"]
-        status, body = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice
-        )
-        room = body["room_id"]
-        status, _ = await c.call("POST", f"{V3}/join/{quote(room)}", {}, token=bob)
-        root = await _send(c, alice, room, "r", {"msgtype": "m.text", "body": "root"})
+        room = await create_room(c, alice)
+        await join(c, bob, room)
+        root = await send(c, alice, room, "r", {"msgtype": "m.text", "body": "root"})
         reply = {
             "msgtype": "m.text",
             "body": "in thread",
             "m.relates_to": {"rel_type": "m.thread", "event_id": root},
         }
-        in_thread = await _send(c, alice, room, "t1", reply)
-        await _send(c, alice, room, "t2", reply)
+        in_thread = await send(c, alice, room, "t1", reply)
+        await send(c, alice, room, "t2", reply)
         flt = quote(orjson.dumps({"room": {"timeline": {"unread_thread_notifications": True}}}))
         joined = await _counts(c, bob, room, f"?filter={flt}")
         assert joined["unread_notifications"]["notification_count"] == 1

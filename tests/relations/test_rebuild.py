@@ -14,6 +14,7 @@ from myelin.eventlog.disk import DiskEventLog
 from myelin.storage import open_database, testing
 from myelin.syncapi.rebuild import rebuild
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room
 from tests.support.server import start_server
 
 V1 = "/_matrix/client/v1"
@@ -32,9 +33,7 @@ def without_age(value: Any) -> Any:
 
 async def populate(c: SpecClient) -> tuple[str, list[tuple[str, str, Any]]]:
     alice = (await c.register("rb_alice"))["access_token"]
-    status, body = await c.call("POST", f"{V3}/createRoom", {"preset": "public_chat"}, token=alice)
-    assert status == 200
-    room = body["room_id"]
+    room = await create_room(c, alice, {"preset": "public_chat"})
     ids: list[str] = []
     contents: list[dict[str, Any]] = [
         {"msgtype": "m.text", "body": "root of a thread about cheese"},

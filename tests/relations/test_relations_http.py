@@ -11,6 +11,7 @@ from myelin.clientapi.report import reports
 from myelin.storage import open_database
 from tests.relations.conftest import DATABASES
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room, join
 from tests.support.server import ServerProcess
 
 V1 = "/_matrix/client/v1"
@@ -38,11 +39,8 @@ async def setup(c: SpecClient, prefix: str) -> tuple[str, str, str, Room]:
     alice = (await c.register(f"{prefix}_alice"))["access_token"]
     bob = (await c.register(f"{prefix}_bob"))["access_token"]
     eve = (await c.register(f"{prefix}_eve"))["access_token"]
-    status, body = await c.call("POST", f"{V3}/createRoom", {"preset": "public_chat"}, token=alice)
-    assert status == 200, body
-    room = Room(c, body["room_id"])
-    status, _ = await c.call("POST", f"{V3}/join/{quote(room.id)}", {}, token=bob)
-    assert status == 200
+    room = Room(c, await create_room(c, alice, {"preset": "public_chat"}))
+    await join(c, bob, room.id)
     return alice, bob, eve, room
 
 
@@ -108,9 +106,7 @@ async def test_threads_edits_reactions(backend_server: ServerProcess) -> None:
         )
 
         # A relation from another room names our root but is not ours to show.
-        status, body = await c.call("POST", f"{V3}/createRoom", {}, token=eve)
-        assert status == 200
-        elsewhere = Room(c, body["room_id"])
+        elsewhere = Room(c, await create_room(c, eve, {}))
         await elsewhere.send(eve, text("sneaky", **thread))
 
         # /relations: newest first, filtered by type and event type, paginated.

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
@@ -27,11 +28,7 @@ async def setup(shared_server: ServerProcess) -> Any:
         alice = (await client.register(prefix + "alice"))["access_token"]
         bob = (await client.register(prefix + "bob"))["access_token"]
         eve = (await client.register(prefix + "eve"))["access_token"]
-        status, body = await client.call(
-            "POST", f"{V3}/createRoom", {"preset": "private_chat", "name": "n"}, token=alice
-        )
-        assert status == 200, body
-        room = body["room_id"]
+        room = await create_room(client, alice, {"preset": "private_chat", "name": "n"})
         status, _ = await client.call(
             "POST", f"{V3}/rooms/{room}/invite", {"user_id": f"@{prefix}bob:localhost"}, token=alice
         )

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room
 from tests.support.server import start_server
 
 V3 = "/_matrix/client/v3"
@@ -20,9 +21,7 @@ async def test_retransmission_after_lost_append_sends_once(tmp_path: Path) -> No
         async with SpecClient(server.base_url) as c:
             reg = await c.register("tr_alice")
             token, device = reg["access_token"], reg["device_id"]
-            status, body = await c.call("POST", f"{V3}/createRoom", {}, token=token)
-            assert status == 200
-            room = body["room_id"]
+            room = await create_room(c, token, {})
     finally:
         assert server.stop() == 0
 

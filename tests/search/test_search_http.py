@@ -5,9 +5,9 @@ pagination, membership, redaction, and bad input."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room, join
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
@@ -18,19 +18,9 @@ async def test_search_room_events(backend_server: ServerProcess) -> None:
         alice = (await c.register("se_alice"))["access_token"]
         bob = (await c.register("se_bob"))["access_token"]
         eve = (await c.register("se_eve"))["access_token"]
-        status, body = await c.call(
-            "POST",
-            f"{V3}/createRoom",
-            {"preset": "public_chat", "name": "Den of foxes"},
-            token=alice,
-        )
-        room1 = body["room_id"]
-        status, body = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "public_chat"}, token=alice
-        )
-        room2 = body["room_id"]
-        status, _ = await c.call("POST", f"{V3}/join/{quote(room1)}", {}, token=bob)
-        assert status == 200
+        room1 = await create_room(c, alice, {"preset": "public_chat", "name": "Den of foxes"})
+        room2 = await create_room(c, alice, {"preset": "public_chat"})
+        await join(c, bob, room1)
         status, _ = await c.call(
             "PUT",
             f"{V3}/rooms/{room1}/state/m.room.member/@se_bob:localhost",

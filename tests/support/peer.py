@@ -32,7 +32,10 @@ def start_synapse(directory: Path, port: int, database: str = "sqlite") -> None:
         pytest.fail(f"the reference Synapse script is missing: {SYNAPSE_SH}")
     proc = subprocess.run(
         ["bash", str(SYNAPSE_SH), "start", str(directory), str(port), database],
-        capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
     )
     if proc.returncode != 0:
         pytest.fail(f"Synapse did not start: {proc.stderr[-2000:]}")

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import orjson
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room, join, send
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
@@ -23,27 +24,12 @@ async def test_sync_filters_and_redactions(shared_server: ServerProcess) -> None
         bob = (await c.register("sf_bob"))["access_token"]
         carol = (await c.register("sf_carol"))["access_token"]
         dave = (await c.register("sf_dave"))["access_token"]
-        status, body = await c.call(
-            "POST",
-            f"{V3}/createRoom",
-            {"preset": "public_chat", "room_version": "10"},
-            token=alice,
-        )
-        assert status == 200
-        room = body["room_id"]
+        room = await create_room(c, alice)
         for who in (bob, carol, dave):
-            status, _ = await c.call("POST", f"{V3}/join/{quote(room)}", {}, token=who)
-            assert status == 200
+            await join(c, who, room)
         ids = []
         for i in range(6):
-            status, sent = await c.call(
-                "PUT",
-                f"{V3}/rooms/{room}/send/m.room.message/m{i}",
-                {"msgtype": "m.text", "body": f"m{i}"},
-                token=bob,
-            )
-            assert status == 200
-            ids.append(sent["event_id"])
+            ids.append(await send(c, bob, room, f"m{i}", {"msgtype": "m.text", "body": f"m{i}"}))
         status, _ = await c.call(
             "PUT", f"{V3}/rooms/{room}/send/org.example.other/o1", {"x": 1}, token=alice
         )
@@ -122,14 +108,7 @@ async def test_rejected_invite_shows_no_history_and_forget(shared_server: Server
     async with SpecClient(shared_server.base_url) as c:
         alice = (await c.register("ri_alice"))["access_token"]
         bob = (await c.register("ri_bob"))["access_token"]
-        status, body = await c.call(
-            "POST",
-            f"{V3}/createRoom",
-            {"invite": ["@ri_bob:localhost"], "is_direct": True},
-            token=alice,
-        )
-        assert status == 200
-        room = body["room_id"]
+        room = await create_room(c, alice, {"invite": ["@ri_bob:localhost"], "is_direct": True})
         status, _ = await c.call(
             "PUT", f"{V3}/rooms/{room}/send/m.room.message/s1", {"body": "secret"}, token=alice
         )
@@ -214,9 +193,7 @@ async def test_joined_history_visibility_hides_earlier_events(shared_server: Ser
 async def test_display_name_change_is_not_a_new_join(shared_server: ServerProcess) -> None:
     async with SpecClient(shared_server.base_url) as c:
         alice = (await c.register("dn_alice"))["access_token"]
-        status, body = await c.call("POST", f"{V3}/createRoom", {"name": "dn"}, token=alice)
-        assert status == 200
-        room = body["room_id"]
+        room = await create_room(c, alice, {"name": "dn"})
         status, first = await c.call("GET", f"{V3}/sync", token=alice)
         assert status == 200
         status, _ = await c.call(

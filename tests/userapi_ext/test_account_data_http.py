@@ -7,15 +7,10 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
-
-
-async def _room(c: SpecClient, token: str) -> str:
-    status, body = await c.call("POST", f"{V3}/createRoom", {"room_version": "10"}, token=token)
-    assert status == 200, body
-    return str(body["room_id"])
 
 
 def _types(events: list[dict[str, Any]]) -> list[str]:
@@ -27,7 +22,7 @@ async def test_global_and_room_account_data_and_sync(server: ServerProcess) -> N
         alice = (await c.register("ad_alice"))["access_token"]
         bob = (await c.register("ad_bob"))["access_token"]
         me = quote("@ad_alice:localhost")
-        room = await _room(c, alice)
+        room = await create_room(c, alice, {"room_version": "10"})
 
         status, body = await c.call(
             "GET", f"{V3}/user/{me}/account_data/org.example.x", token=alice
@@ -115,7 +110,7 @@ async def test_tags(server: ServerProcess) -> None:
     async with SpecClient(server.base_url) as c:
         alice = (await c.register("tag_alice"))["access_token"]
         me = quote("@tag_alice:localhost")
-        room = await _room(c, alice)
+        room = await create_room(c, alice, {"room_version": "10"})
         status, s = await c.call("GET", f"{V3}/sync", token=alice)
         since = s["next_batch"]
         base = f"{V3}/user/{me}/rooms/{room}/tags"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from tests.support.client import SpecClient
+from tests.support.rooms import create_room, join
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
@@ -16,11 +17,8 @@ async def test_profile_set_get_and_propagation(server: ServerProcess) -> None:
         alice = (await c.register("pf_alice"))["access_token"]
         bob = (await c.register("pf_bob"))["access_token"]
         me = quote("@pf_alice:localhost")
-        status, body = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "public_chat", "room_version": "10"}, token=alice
-        )
-        room = body["room_id"]
-        status, _ = await c.call("POST", f"{V3}/join/{quote(room)}", {}, token=bob)
+        room = await create_room(c, alice)
+        await join(c, bob, room)
         status, s = await c.call("GET", f"{V3}/sync", token=bob)
         since = s["next_batch"]
 
@@ -89,25 +87,14 @@ async def test_user_directory(server: ServerProcess) -> None:
         dave = (await c.register("ud_dave"))["access_token"]
         # Alice and Bob share a private room; Carol is alone in a public room; Dave is
         # alone in a private room.
-        status, body = await c.call(
-            "POST",
-            f"{V3}/createRoom",
-            {"preset": "private_chat", "room_version": "10"},
-            token=alice,
-        )
-        private = body["room_id"]
+        private = await create_room(c, alice, {"preset": "private_chat", "room_version": "10"})
         status, _ = await c.call(
             "POST", f"{V3}/rooms/{private}/invite", {"user_id": "@ud_bob:localhost"}, token=alice
         )
         assert status == 200
-        status, _ = await c.call("POST", f"{V3}/join/{quote(private)}", {}, token=bob)
-        assert status == 200
-        status, _ = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "public_chat", "room_version": "10"}, token=carol
-        )
-        status, _ = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "private_chat", "room_version": "10"}, token=dave
-        )
+        await join(c, bob, private)
+        await create_room(c, carol)
+        await create_room(c, dave, {"preset": "private_chat", "room_version": "10"})
         status, _ = await c.call(
             "PUT",
             f"{V3}/profile/{quote('@ud_bob:localhost')}/displayname",

@@ -54,6 +54,7 @@ from myelin.roomserver.types import (
     InputEvent,
     InputKind,
     InputResult,
+    LatestEvents,
     LogPayload,
     Origin,
     RoomserverError,
@@ -562,6 +563,57 @@ class Roomserver(RoomQueries):
                     self._lookup_round = None
                     round_done.set_result(None)
             wanted = [e for e in wanted if e not in self._known and e not in self._absent]
+
+    # ------------------------------------------------------------------ queries
+
+    def _settled_room(self, room_id: str) -> _Room | None:
+        """The decision side's model of a room when it shows exactly what is committed
+        (loaded, not being decided, nothing of it queued or committing), else None.
+
+        The send path asks for the latest events and the auth state of a room before
+        every local event; answering those from memory saves database round trips,
+        while the projections stay the answer whenever the model may be ahead of them."""
+        if self._broken is not None or not self._recovered.is_set():
+            return None
+        room = self._rooms.get(room_id)
+        if room is None:
+            return None
+        slot = self._slots.get(room_id)
+        if slot is not None and (slot.lock.locked() or slot.queue):
+            return None
+        if any(b.room_id == room_id for b in self._open_batches()):
+            return None
+        return room
+
+    async def latest_events(self, room_id: str) -> LatestEvents:
+        room = self._settled_room(room_id)
+        if room is None or room.tip is None:
+            return await super().latest_events(room_id)
+        tip = self._known.get(room.tip)
+        if tip is None:
+            return await super().latest_events(room_id)
+        return LatestEvents(room_id, room.version.identifier, (room.tip,), tip.event.depth + 1)
+
+    async def current_state_events(
+        self, room_id: str, keys: Iterable[StateKey] | None = None
+    ) -> dict[StateKey, Event]:
+        room = self._settled_room(room_id)
+        if room is None:
+            return await super().current_state_events(room_id, keys)
+        current = room.current
+        wanted = dict(current) if keys is None else {k: current[k] for k in keys if k in current}
+        found: dict[StateKey, Event] = {}
+        missing: dict[StateKey, str] = {}
+        for key, event_id in wanted.items():
+            known = self._known.get(event_id)
+            if known is None or known.pending:
+                missing[key] = event_id
+            elif known.status is not Status.REJECTED:
+                found[key] = known.event
+        if missing:
+            events = await self.events(list(missing.values()))
+            found.update({k: events[e] for k, e in missing.items() if e in events})
+        return {k: found[k] for k in wanted if k in found}
 
     async def _get(self, event_id: str) -> _Known | None:
         await self._prefetch([event_id])
