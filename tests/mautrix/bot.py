@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from mautrix.client import Client
 from mautrix.types import (
@@ -34,6 +35,18 @@ TRIGGER = "hello bot"
 TAG = "u.bots"
 ACCOUNT_DATA_TYPE = "org.example.bot.settings"
 MEDIA = bytes(range(256)) * 40 + b"\x00end"
+
+T = TypeVar("T")
+
+
+def settle(future: asyncio.Future[T], outcome: T | Exception) -> None:
+    """Resolve `future` unless the test already gave up on it (a timed-out wait cancels it)."""
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 @dataclass
@@ -81,7 +94,6 @@ class Bot:
         await self.client.api.session.close()
 
     async def _on_member(self, evt: StateEvent) -> None:
-        print("MEMBER", evt.event_id, evt.state_key, evt.content.membership, evt.source, flush=True)
         content = evt.content
         if evt.state_key != self.client.mxid or not isinstance(content, MemberStateEventContent):
             return
@@ -93,12 +105,11 @@ class Bot:
         try:
             room_id = await self.client.join_room(evt.room_id)
         except Exception as exc:  # handed to the test instead of mautrix's error log
-            self.joined.set_exception(exc)
+            settle(self.joined, exc)
         else:
-            self.joined.set_result(room_id)
+            settle(self.joined, room_id)
 
     async def _on_message(self, evt: MessageEvent) -> None:
-        print("MSG", evt.event_id, evt.sender, getattr(evt.content, "body", None), evt.source, flush=True)
         if self._acting or evt.sender != self.owner:
             return
         if getattr(evt.content, "body", None) != TRIGGER:
@@ -107,9 +118,9 @@ class Bot:
         try:
             await self._act(evt.room_id, evt.event_id)
         except Exception as exc:
-            self.done.set_exception(exc)
+            settle(self.done, exc)
         else:
-            self.done.set_result(self.run)
+            settle(self.done, self.run)
 
     async def _act(self, room_id: RoomID, trigger: EventID) -> None:
         client, run = self.client, self.run

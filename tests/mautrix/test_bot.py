@@ -14,6 +14,8 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from tests.mautrix.bot import ACCOUNT_DATA_TYPE, MEDIA, TAG, TRIGGER, Bot
 from tests.support.client import SpecClient
 from tests.support.server import ServerProcess
@@ -45,7 +47,7 @@ async def get_event(api: SpecClient, token: str, room_id: str, event_id: str) ->
     return event
 
 
-async def test_bot_scenario(myelin_server: ServerProcess) -> None:
+async def test_bot_scenario(myelin_server: ServerProcess, caplog: pytest.LogCaptureFixture) -> None:
     url = myelin_server.base_url
     async with SpecClient(url) as api:
         alice = await api.register("alice")
@@ -93,6 +95,9 @@ async def test_bot_scenario(myelin_server: ServerProcess) -> None:
         leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert leftovers == []
         assert bot.client.api.session.closed
+        # mautrix logs (and swallows) handler and sync errors: none may have happened.
+        mau_errors = [r for r in caplog.records if r.name.startswith("mau") and r.levelno >= 30]
+        assert mau_errors == [], [r.getMessage() for r in mau_errors]
 
         base = f"/_matrix/client/v1/rooms/{q(room_id)}"
 

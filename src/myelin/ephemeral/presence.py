@@ -72,6 +72,8 @@ async def events(
     t: Txn, user_ids: Iterable[str], after: int, upto: int, now: int
 ) -> list[dict[str, Any]]:
     """`m.presence` events of those users whose presence changed in `(after, upto]`."""
+    if after >= upto:  # an empty range: no query
+        return []
     ids = sorted(set(user_ids))
     if not ids:
         return []

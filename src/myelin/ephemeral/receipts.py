@@ -66,7 +66,7 @@ async def receipt_events(
     t: Txn, viewer: str, room_ids: Sequence[str], after: int, upto: int
 ) -> dict[str, dict[str, Any]]:
     """The `m.receipt` event of each room with receipts changed in `(after, upto]`."""
-    if not room_ids:
+    if not room_ids or after >= upto:  # an empty range: no query (the usual /sync case)
         return {}
     rows = await t.fetchall(
         "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts"

@@ -31,6 +31,7 @@ from myelin.userapi.accountdata import AccountData
 OFFSET = 2
 #: How stale a last-active time may get before a `/sync` refreshes it.
 REFRESH_MS = 60_000
+_PRESENCE_SEEN_LIMIT = 100_000
 Wake = Callable[[Iterable[str]], None]
 
 
@@ -103,6 +104,8 @@ class Ephemeral:
         self._typing_members: dict[str, list[str]] = {}
         self._rules: dict[str, tuple[str, CompiledRuleSet]] = {}
         self._counts = CountCache()
+        #: user ID -> (state, last-active time) as last written by `set_presence`.
+        self._presence_seen: dict[str, tuple[str, int]] = {}
 
     @staticmethod
     async def open(db: Database, wake: Wake, account_data: AccountData) -> Ephemeral:
@@ -210,20 +213,31 @@ class Ephemeral:
         """Set presence. With `keep_msg` (the `set_presence` of each `/sync`), an unchanged
         state refreshes the last-active time at most once a minute: no write per sync."""
         if keep_msg:
-            row = await self.db.read(
-                lambda t: t.fetchone(
-                    "SELECT state, last_active_ts FROM presence WHERE user_id = ?", user_id
+            # What this process last wrote (it is the only writer of presence) saves a
+            # database read on every /sync of a user whose presence is fresh.
+            seen = self._presence_seen.get(user_id)
+            if seen is None:
+                row = await self.db.read(
+                    lambda t: t.fetchone(
+                        "SELECT state, last_active_ts FROM presence WHERE user_id = ?", user_id
+                    )
                 )
-            )
-            if row is not None and row[0] == state and now_ms() - int(row[1]) < REFRESH_MS:
+                if row is not None:
+                    seen = (str(row[0]), int(row[1]))
+            if seen is not None and seen[0] == state and now_ms() - seen[1] < REFRESH_MS:
                 return
+        now = now_ms()
 
         async def txn(t: Txn) -> set[str] | None:
-            if not await presence.put(t, user_id, state, status_msg, now_ms(), keep_msg):
+            if not await presence.put(t, user_id, state, status_msg, now, keep_msg):
                 return None
             return await sharing_users(t, user_id)
 
+        self._presence_seen.pop(user_id, None)  # unknown until the write is done
         users = await self.db.run(txn)
+        if len(self._presence_seen) >= _PRESENCE_SEEN_LIMIT:
+            self._presence_seen.clear()
+        self._presence_seen[user_id] = (state, now)
         if users:
             self.wake(users)
 
@@ -362,12 +376,15 @@ class Ephemeral:
                         room["unread_notifications"]["highlight_count"] += thread.highlight_count
 
         # Presence of the users sharing a room with the user.
-        users = await sharing_users(t, user_id)
-        presence_events = [
-            e
-            for e in await presence.events(t, users, prev.presence, now.presence, now_ms())
-            if flt.presence.allows(e["type"], e["sender"])
-        ]
+        # Who shares a room is only worth asking when some presence changed since.
+        presence_events: list[dict[str, Any]] = []
+        if now.presence > prev.presence:
+            users = await sharing_users(t, user_id)
+            presence_events = [
+                e
+                for e in await presence.events(t, users, prev.presence, now.presence, now_ms())
+                if flt.presence.allows(e["type"], e["sender"])
+            ]
         if flt.presence.limit is not None:
             presence_events = presence_events[-flt.presence.limit :] if flt.presence.limit else []
         if presence_events:
