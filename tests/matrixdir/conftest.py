@@ -39,10 +39,6 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_synapse(d)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "myelin: end-to-end against a `myelin serve` process")
-
-
 @pytest.fixture(scope="session")
 def myelin_hs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A `myelin serve` process for the whole session; it must stop cleanly at the end."""

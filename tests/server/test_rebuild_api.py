@@ -8,6 +8,7 @@ must give byte-for-byte the same answers.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ async def _workload(c: SpecClient) -> tuple[dict[str, str], list[str]]:
     rooms = []
     for n in range(3):
         status, room = await c.call(
-            "POST", f"{V3}/createRoom", {"preset": "public_chat", "name": f"room {n}"},
+            "POST",
+            f"{V3}/createRoom",
+            {"preset": "public_chat", "name": f"room {n}"},
             token=tokens["alice"],
         )
         assert status == 200, room
@@ -37,18 +40,24 @@ async def _workload(c: SpecClient) -> tuple[dict[str, str], list[str]]:
         for i in range(15):
             who = "alice" if i % 2 else "bob"
             status, body = await c.call(
-                "PUT", f"{V3}/rooms/{room_id}/send/m.room.message/t{n}-{i}",
-                {"msgtype": "m.text", "body": f"message {i} in room {n}"}, token=tokens[who],
+                "PUT",
+                f"{V3}/rooms/{room_id}/send/m.room.message/t{n}-{i}",
+                {"msgtype": "m.text", "body": f"message {i} in room {n}"},
+                token=tokens[who],
             )
             assert status == 200, body
             sent.append(body["event_id"])
         status, _ = await c.call(
-            "PUT", f"{V3}/rooms/{room_id}/state/m.room.topic", {"topic": f"topic {n}"},
+            "PUT",
+            f"{V3}/rooms/{room_id}/state/m.room.topic",
+            {"topic": f"topic {n}"},
             token=tokens["alice"],
         )
         assert status == 200
         status, _ = await c.call(
-            "PUT", f"{V3}/rooms/{room_id}/redact/{sent[3]}/r{n}", {"reason": "oops"},
+            "PUT",
+            f"{V3}/rooms/{room_id}/redact/{sent[3]}/r{n}",
+            {"reason": "oops"},
             token=tokens["bob"],
         )
         assert status == 200
@@ -96,9 +105,13 @@ async def test_answers_identical_after_rebuild(tmp_path: Path) -> None:
     finally:
         server.stop()
 
-    result = subprocess.run(
+    result = await asyncio.to_thread(
+        subprocess.run,
         [str(MYELIN), "rebuild", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "rebuilt from" in result.stdout
