@@ -40,6 +40,8 @@ from myelin.syncapi.sync import SyncAPI
 from myelin.syncapi.tokens import StreamToken
 
 MAX_TXN_ID = 255
+#: How many parsed /sync filters are kept (inline ones and stored ones by owner and ID).
+MAX_PARSED_FILTERS = 1000
 
 
 def _paths(suffix: str) -> list[str]:
@@ -81,16 +83,31 @@ def _room_param(req: Request) -> str:
 def install(router: Router, rooms: Rooms) -> None:
     ctx, writer, sync, directory = rooms.ctx, rooms.writer, rooms.sync, rooms.directory
 
+    # Parsed filters, by (owner, ID) or inline text: stored filters never change and a
+    # SyncFilter is immutable, so a long-polling client's every /sync reuses its filter
+    # instead of reading and parsing it again.
+    parsed_filters: dict[tuple[str, str], SyncFilter] = {}
+
     async def load_filter(req: Request) -> SyncFilter:
         text = req.query_param("filter")
         if text is None or text == "":
             return SyncFilter()
-        if text.lstrip().startswith("{"):
-            return SyncFilter.parse(parse_json_filter(text))
-        found = await ctx.users.get_filter(req.user().user_id, text)
-        if found is None:
-            raise MatrixError(400, "M_INVALID_PARAM", f"No filter with ID {text!r}")
-        return SyncFilter.parse(found)
+        inline = text.lstrip().startswith("{")
+        key = ("" if inline else req.user().user_id, text)
+        cached = parsed_filters.get(key)
+        if cached is not None:
+            return cached
+        if inline:
+            flt = SyncFilter.parse(parse_json_filter(text))
+        else:
+            found = await ctx.users.get_filter(req.user().user_id, text)
+            if found is None:
+                raise MatrixError(400, "M_INVALID_PARAM", f"No filter with ID {text!r}")
+            flt = SyncFilter.parse(found)
+        if len(parsed_filters) >= MAX_PARSED_FILTERS:
+            parsed_filters.clear()
+        parsed_filters[key] = flt
+        return flt
 
     def event_filter(req: Request) -> EventFilter:
         text = req.query_param("filter")
