@@ -146,19 +146,18 @@ async def test_fallback_key(client: SpecClient) -> None:
 async def test_bad_uploads_change_nothing(client: SpecClient) -> None:
     alice = await register(client, "kb_alice")
     bob = await register(client, "kb_bob")
-    # A device key signed by some other key.
-    forged = alice.device_keys()
-    impostor = SigningKey.generate(alice.device_id)
-    forged["keys"][f"ed25519:{alice.device_id}"] = impostor.verify_key_base64
+    # Device keys without the required `signatures` (DeviceKeys): refused with the keys
+    # that came along in the same request.
+    incomplete = alice.device_keys()
+    del incomplete["signatures"]
     status, body = await upload(
-        client, alice, {"device_keys": forged, "one_time_keys": alice.one_time_keys(0, 2)}
+        client, alice, {"device_keys": incomplete, "one_time_keys": alice.one_time_keys(0, 2)}
     )
-    assert (status, body["errcode"]) == (400, "M_INVALID_SIGNATURE")
-    # A tampered field breaks the signature too.
-    tampered = alice.device_keys()
-    tampered["algorithms"] = ["m.olm.v1.curve25519-aes-sha2"]
-    status, body = await upload(client, alice, {"device_keys": tampered})
-    assert (status, body["errcode"]) == (400, "M_INVALID_SIGNATURE")
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")
+    for field in ("algorithms", "keys"):
+        wrong = alice.device_keys() | {field: "not the right type"}
+        status, body = await upload(client, alice, {"device_keys": wrong})
+        assert (status, body["errcode"]) == (400, "M_BAD_JSON"), field
     # Keys for another device or user.
     other = alice.device_keys() | {"device_id": "OTHERDEV"}
     status, body = await upload(client, alice, {"device_keys": other})
@@ -198,6 +197,22 @@ async def test_bad_uploads_change_nothing(client: SpecClient) -> None:
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
     status, body = await upload(client, alice, {})
     assert body["one_time_key_counts"]["signed_curve25519"] == 2
+
+
+async def test_unverified_device_keys_are_stored_as_sent(client: SpecClient) -> None:
+    """/keys/upload defines no signature error: checking a device's self-signature is the
+    job of the clients that query it, so the server stores and serves the keys unchanged."""
+    alice = await register(client, "ku_alice")
+    bob = await register(client, "ku_bob")
+    forged = alice.device_keys()
+    forged["keys"][f"ed25519:{alice.device_id}"] = SigningKey.generate("X").verify_key_base64
+    forged["keys"]["curve25519:other_name"] = "not+base64+at+all"
+    status, body = await upload(client, alice, {"device_keys": forged})
+    assert status == 200, body
+    found = await query(client, bob, {alice.user_id: []})
+    served = found["device_keys"][alice.user_id][alice.device_id]
+    assert served["keys"] == forged["keys"]
+    assert served["signatures"][alice.user_id] == forged["signatures"][alice.user_id]
 
 
 async def test_oversize_upload(client: SpecClient) -> None:
@@ -430,6 +445,64 @@ async def test_keys_changes_and_sync_device_lists(client: SpecClient) -> None:
         "GET", f"{V3}/keys/changes?from=bogus&to=s1", token=alice.token
     )
     assert status == 400
+
+
+async def test_device_list_announcements(client: SpecClient) -> None:
+    """Queried devices always carry `unsigned`; deleting a keyless device is announced; a
+    new user-signing key, which only its owner can query, is announced to the owner only."""
+    alice = await register(client, "da_alice")
+    bob = await register(client, "da_bob")
+    room_id = await create_room(client, alice.token, {"preset": "public_chat"})
+    status, _ = await client.call("POST", f"{V3}/join/{room_id}", {}, token=bob.token)
+    assert status == 200
+    await upload(client, bob, {"device_keys": bob.device_keys()})
+    found = await query(client, alice, {bob.user_id: []})
+    assert found["device_keys"][bob.user_id][bob.device_id]["unsigned"] == {}
+    start = await sync(client, alice)
+    # A second device of Bob's, without keys, logs out.
+    bob2 = await login(client, bob)
+    status, _ = await client.call("POST", f"{V3}/logout", {}, token=bob2.token)
+    assert status == 200
+    gone = await sync(client, alice, start["next_batch"])
+    assert gone["device_lists"]["changed"] == [bob.user_id]
+    # Bob's master and self-signing keys: Alice hears of them.
+    master = SigningKey.from_seed(b"\x11" * 32, "m")
+    self_signing = SigningKey.from_seed(b"\x12" * 32, "s")
+    user_signing = SigningKey.from_seed(b"\x13" * 32, "u")
+    path = f"{V3}/keys/device_signing/upload"
+    first = {
+        "master_key": cross_signing_key(bob.user_id, "master", master, None),
+        "self_signing_key": cross_signing_key(bob.user_id, "self_signing", self_signing, master),
+    }
+    status, body = await client.call("POST", path, first, token=bob.token)
+    assert status == 200, body
+    seen = await sync(client, alice, gone["next_batch"])
+    assert seen["device_lists"]["changed"] == [bob.user_id]
+    bob_seen = await sync(client, bob)
+    # His user-signing key: Bob's own sync reports it, Alice's does not.
+    us_only = {
+        "user_signing_key": cross_signing_key(bob.user_id, "user_signing", user_signing, master),
+        "auth": {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": bob.user_id},
+            "password": "secret-pw",
+        },
+    }
+    status, body = await client.call("POST", path, us_only, token=bob.token, validate=False)
+    assert status == 200, body
+    quiet = await sync(client, alice, seen["next_batch"])
+    assert bob.user_id not in quiet["device_lists"]["changed"]
+    own = await sync(client, bob, bob_seen["next_batch"])
+    assert bob.user_id in own["device_lists"]["changed"]
+    # The unstable path of cross-signing uploads is the same endpoint.
+    status, body = await client.call(
+        "POST",
+        "/_matrix/client/unstable/keys/device_signing/upload",
+        us_only,
+        token=bob.token,
+        validate=False,
+    )
+    assert (status, body) == (200, {})
 
 
 async def test_user_signing_signature_visible_to_signer_only(client: SpecClient) -> None:

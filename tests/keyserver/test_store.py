@@ -71,18 +71,36 @@ async def test_upload_claim_once_and_deleted_devices(db: Database) -> None:
     assert after[0][0] == before[0][0] + 1
 
 
+async def test_device_list_changed_hook(db: Database) -> None:
+    """A new or renamed device (no key upload involved) is a device-list change: the owner
+    and the users sharing a room with them see it on the stream and are woken."""
+    keys, users, woken = await setup(db)
+    alice = await device(users, "alice")
+    start = await keys.streams.latest_positions()
+    woken.clear()
+    await keys.device_list_changed(alice.user_id)
+    assert woken == [{alice.user_id}]
+    now = await keys.streams.latest_positions()
+    changed, left = await db.read(
+        lambda t: keys.streams.device_list_changes(
+            t, alice.user_id, start.device_list, now.device_list, 0, 0
+        )
+    )
+    assert (changed, left) == ([alice.user_id], [])
+
+
 async def test_refused_upload_writes_nothing(db: Database) -> None:
     keys, users, _ = await setup(db)
     alice = await device(users, "alice")
-    forged = alice.device_keys()
-    forged["keys"][f"curve25519:{alice.device_id}"] = "swapped"
+    incomplete = alice.device_keys()
+    del incomplete["algorithms"]
     with pytest.raises(KeyServerError) as err:
         await keys.upload(
             alice.user_id,
             alice.device_id,
-            {"device_keys": forged, "one_time_keys": alice.one_time_keys(0, 3)},
+            {"device_keys": incomplete, "one_time_keys": alice.one_time_keys(0, 3)},
         )
-    assert err.value.errcode == "M_INVALID_SIGNATURE"
+    assert err.value.errcode == "M_BAD_JSON"
     # A clash in the middle of a batch rolls back the keys before it.
     await keys.upload(alice.user_id, alice.device_id, {"one_time_keys": alice.one_time_keys(5, 1)})
     batch = alice.one_time_keys(0, 5) | {"signed_curve25519:K00005": {"key": "other"}}

@@ -22,6 +22,9 @@ from myelin.keyserver.streams import SyncPositions
 from myelin.syncapi.tokens import StreamToken
 
 MAX_QUERY_USERS = 10_000
+#: Cross-signing was served under this prefix while MSC1756 was unstable, and clients of that
+#: era (and Sytest) still upload there; the request and response are the v3 ones.
+UNSTABLE_PREFIX = "/_matrix/client/unstable"
 
 
 def paths(suffix: str) -> list[str]:
@@ -114,17 +117,19 @@ def install(router: Router, ctx: ClientContext, keys: KeyServer) -> None:
         failures = await keys.upload_signatures(who.user_id, body)
         return json_response({"failures": failures})
 
-    router.add(
-        "POST", paths("/keys/upload"), matrix_errors(upload), auth=True, allow_guest=True
-    )
-    router.add(
-        "POST", paths("/keys/query"), matrix_errors(query), auth=True, allow_guest=True
-    )
-    router.add(
-        "POST", paths("/keys/claim"), matrix_errors(claim), auth=True, allow_guest=True
-    )
+    router.add("POST", paths("/keys/upload"), matrix_errors(upload), auth=True, allow_guest=True)
+    router.add("POST", paths("/keys/query"), matrix_errors(query), auth=True, allow_guest=True)
+    router.add("POST", paths("/keys/claim"), matrix_errors(claim), auth=True, allow_guest=True)
     router.add("GET", paths("/keys/changes"), matrix_errors(changes), auth=True)
     router.add(
-        "POST", paths("/keys/device_signing/upload"), matrix_errors(device_signing), auth=True
+        "POST",
+        [*paths("/keys/device_signing/upload"), UNSTABLE_PREFIX + "/keys/device_signing/upload"],
+        matrix_errors(device_signing),
+        auth=True,
     )
-    router.add("POST", paths("/keys/signatures/upload"), matrix_errors(signatures), auth=True)
+    router.add(
+        "POST",
+        [*paths("/keys/signatures/upload"), UNSTABLE_PREFIX + "/keys/signatures/upload"],
+        matrix_errors(signatures),
+        auth=True,
+    )

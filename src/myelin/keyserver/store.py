@@ -85,9 +85,7 @@ class KeyServer:
         """
         positions = SyncPositions.from_others(since.others) if since is not None else None
         since_room = min(since.room, upto_room) if since is not None else 0
-        return await self.streams.sync_part(
-            t, user_id, device_id, positions, since_room, upto_room
-        )
+        return await self.streams.sync_part(t, user_id, device_id, positions, since_room, upto_room)
 
     async def before_sync(self, user_id: str, device_id: str, since: StreamToken) -> None:
         """A sync with `since` acknowledges the to-device messages up to it."""
@@ -108,30 +106,35 @@ class KeyServer:
 
     # ------------------------------------------------------------------ devices
 
+    async def device_list_changed(self, user_id: str) -> None:
+        """A device of the user was added or renamed (its display name is served in
+        `unsigned` by /keys/query): announce it to the users sharing a room with them, and
+        to the user's own other devices. Meant as a hook of the account store."""
+        await self.db.run(lambda t: self.streams.append_device_change(t, user_id))
+        await self._wake_sharers(user_id)
+
     async def devices_removed(self, user_id: str) -> None:
         """Some of the user's devices were deleted: drop the keys and pending to-device
         messages of every device of theirs that no longer exists, and announce the change
         so that other users stop encrypting for those devices."""
-        gone = (
-            "device_id NOT IN (SELECT device_id FROM devices WHERE user_id = ?)"
-        )
+        gone = "device_id NOT IN (SELECT device_id FROM devices WHERE user_id = ?)"
 
-        async def txn(t: Txn) -> bool:
-            had_keys = bool(
-                await t.execute(
-                    f"DELETE FROM e2e_device_keys WHERE user_id = ? AND {gone}", user_id, user_id
-                )
-            )
-            for table in ("e2e_one_time_keys", "e2e_fallback_keys", "e2e_to_device"):
+        async def txn(t: Txn) -> None:
+            for table in (
+                "e2e_device_keys",
+                "e2e_one_time_keys",
+                "e2e_fallback_keys",
+                "e2e_to_device",
+            ):
                 await t.execute(
                     f"DELETE FROM {table} WHERE user_id = ? AND {gone}", user_id, user_id
                 )
-            if had_keys:
-                await self.streams.append_device_change(t, user_id)
-            return had_keys
+            # Announced even when the deleted devices had no keys: the device list changed,
+            # and sharers that listed the devices (by /keys/query) should look again.
+            await self.streams.append_device_change(t, user_id)
 
-        if await self.db.run(txn):
-            await self._wake_sharers(user_id)
+        await self.db.run(txn)
+        await self._wake_sharers(user_id)
 
     # ------------------------------------------------------------------ upload
 
@@ -272,8 +275,11 @@ class KeyServer:
                         continue
                     keys = _loads(key_json)
                     await _merge_signatures(t, keys, user_id, device_id, requester)
-                    if display_name is not None:
-                        keys["unsigned"] = {"device_display_name": display_name}
+                    # keys.yaml: the uploaded object "with the addition of an `unsigned`
+                    # property", so it is there even when the device has no display name.
+                    keys["unsigned"] = (
+                        {} if display_name is None else {"device_display_name": display_name}
+                    )
                     found[device_id] = keys
                 device_keys[user_id] = found
                 for kind, out in (
@@ -421,8 +427,7 @@ class KeyServer:
                         )
                     except KeyServerError as exc:
                         raise invalid_signature(
-                            f"{_KIND_BY_USAGE[usage]} is not signed by the master key: "
-                            f"{exc.error}"
+                            f"{_KIND_BY_USAGE[usage]} is not signed by the master key: {exc.error}"
                         ) from None
             for usage, (public, _) in new.items():
                 clash = await t.fetchval(
@@ -443,10 +448,16 @@ class KeyServer:
                     encode_canonical_json(key).decode(),
                 )
             if new:
-                await self.streams.append_device_change(t, user_id)
+                # A user-signing key alone is seen by its owner only (query hides it from
+                # others), so only the owner's devices hear of it.
+                await self.streams.append_device_change(
+                    t, user_id, owner_only=set(new) == {"user_signing"}
+                )
 
         await self.db.run(txn)
-        if new:
+        if set(new) == {"user_signing"}:
+            self.wake({user_id})
+        elif new:
             await self._wake_sharers(user_id)
 
     async def upload_signatures(

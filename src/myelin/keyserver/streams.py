@@ -23,6 +23,8 @@ import orjson
 from myelin.storage import Database, Txn
 
 TO_DEVICE_LIMIT = 100
+#: How many devices' acknowledged positions are remembered.
+_ACKED_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +58,27 @@ class SyncPart:
 class Streams:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: (user, device) -> a position up to which the device is known to have nothing
+        #: pending. New messages always take higher positions than any a sync token
+        #: carries, so an acknowledgement up to no more than this needs no database read.
+        self._acked: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ writes
 
-    async def append_device_change(self, t: Txn, user_id: str) -> None:
-        await t.execute("INSERT INTO e2e_device_list_stream (user_id) VALUES (?)", user_id)
+    async def append_device_change(self, t: Txn, user_id: str, *, owner_only: bool = False) -> None:
+        """Announce that `user_id`'s keys changed: to everyone sharing a room with them, or,
+        with `owner_only`, to their own devices alone (a change nobody else can see)."""
+        await t.execute(
+            "INSERT INTO e2e_device_list_stream (user_id, owner_only) VALUES (?, ?)",
+            user_id,
+            int(owner_only),
+        )
 
     async def acknowledge_to_device(self, user_id: str, device_id: str, upto: int) -> None:
         """The device has seen every message up to `upto`: delete them (if any)."""
+        key = (user_id, device_id)
+        if self._acked.get(key, -1) >= upto:
+            return
         pending = await self.db.read(
             lambda t: t.fetchval(
                 "SELECT 1 FROM e2e_to_device WHERE user_id = ? AND device_id = ? AND pos <= ?"
@@ -73,16 +88,18 @@ class Streams:
                 upto,
             )
         )
-        if pending is None:
-            return
-        await self.db.run(
-            lambda t: t.execute(
-                "DELETE FROM e2e_to_device WHERE user_id = ? AND device_id = ? AND pos <= ?",
-                user_id,
-                device_id,
-                upto,
+        if pending is not None:
+            await self.db.run(
+                lambda t: t.execute(
+                    "DELETE FROM e2e_to_device WHERE user_id = ? AND device_id = ? AND pos <= ?",
+                    user_id,
+                    device_id,
+                    upto,
+                )
             )
-        )
+        if len(self._acked) >= _ACKED_LIMIT:
+            self._acked.clear()
+        self._acked[key] = max(upto, self._acked.get(key, -1))
 
     # ------------------------------------------------------------------ reads
 
@@ -173,13 +190,18 @@ class Streams:
         """
         if upto_dl <= after_dl and upto_room <= after_room:
             return [], []
-        sharing = await self.sharing_users(t, user_id)
+        # Who shares a room is read only when needed: a room stream that moved by plain
+        # messages (every wake-up of a busy room) needs no such query.
+        sharing: set[str] = set()
         changed: set[str] = set()
         if upto_dl > after_dl:
+            sharing = await self.sharing_users(t, user_id)
             rows = await t.fetchall(
-                "SELECT DISTINCT user_id FROM e2e_device_list_stream WHERE pos > ? AND pos <= ?",
+                "SELECT DISTINCT user_id FROM e2e_device_list_stream WHERE pos > ? AND pos <= ?"
+                " AND (owner_only = 0 OR user_id = ?)",
                 after_dl,
                 upto_dl,
+                user_id,
             )
             changed |= {str(r[0]) for r in rows} & sharing
         left: set[str] = set()
@@ -218,6 +240,8 @@ class Streams:
                     changed.add(str(other))
                 elif membership in ("leave", "ban"):
                     left.add(str(other))
+        if left and upto_dl <= after_dl:
+            sharing = await self.sharing_users(t, user_id)
         left -= sharing
         return sorted(changed - left), sorted(left)
 
