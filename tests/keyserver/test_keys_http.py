@@ -572,3 +572,25 @@ async def test_oversize_request_body(tmp_path: Path) -> None:
             assert body["one_time_key_counts"]["signed_curve25519"] == 0
     finally:
         assert server.stop() == 0
+
+
+async def test_new_and_renamed_devices_are_announced(client: SpecClient) -> None:
+    """Bob logging in a new device, or renaming one (the name is served in `unsigned` by
+    /keys/query), reaches Alice's `device_lists.changed`; a sync with nothing new does not."""
+    alice = await register(client, "dn_alice")
+    bob = await register(client, "dn_bob")
+    room_id = await create_room(client, alice.token, {"preset": "public_chat"})
+    status, _ = await client.call("POST", f"{V3}/join/{room_id}", {}, token=bob.token)
+    assert status == 200
+    start = await sync(client, alice)
+    bob2 = await login(client, bob)
+    added = await sync(client, alice, start["next_batch"])
+    assert added["device_lists"]["changed"] == [bob.user_id]
+    status, _ = await client.call(
+        "PUT", f"{V3}/devices/{bob2.device_id}", {"display_name": "phone"}, token=bob.token
+    )
+    assert status == 200
+    renamed = await sync(client, alice, added["next_batch"])
+    assert renamed["device_lists"]["changed"] == [bob.user_id]
+    quiet = await sync(client, alice, renamed["next_batch"])
+    assert bob.user_id not in quiet.get("device_lists", {}).get("changed", [])

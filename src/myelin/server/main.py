@@ -95,6 +95,7 @@ async def open_homeserver(config: Config) -> AsyncIterator[Homeserver]:
             keys = await KeyServer.open(db, config.server_name, rooms.notifier.wake)
             rooms.sync.extension = keys
             users.on_devices_removed.append(keys.devices_removed)
+            users.on_device_changed.append(keys.device_list_changed)
             key_routes.install(router, ctx, keys)
             todevice.install(router, keys)
             keybackup.install(router, keys)

@@ -106,6 +106,9 @@ class UserAPI:
         #: Called with a user ID after some of their devices were deleted (the key server
         #: drops those devices' keys and announces the device-list change).
         self.on_devices_removed: list[Callable[[str], Awaitable[None]]] = []
+        #: Called with a user ID after a device of theirs was added or renamed (other
+        #: users' clients learn of it through the device-list stream).
+        self.on_device_changed: list[Callable[[str], Awaitable[None]]] = []
         # Every authenticated request looks its token up; the answers are cached here.
         # This object is the only writer of the token tables, so it knows when an entry
         # goes stale: every revocation forgets the user's cached tokens, and bumps the
@@ -282,7 +285,7 @@ class UserAPI:
         ts = now_ms()
         valid_until = ts + self.refreshable_lifetime_ms if refreshable else None
 
-        async def txn(t: Txn) -> None:
+        async def txn(t: Txn) -> bool:
             exists = await t.fetchone(
                 "SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", user_id, device
             )
@@ -309,11 +312,15 @@ class UserAPI:
                     device,
                 )
             await self._insert_tokens(t, user_id, device, access, refresh, ts, valid_until)
+            return exists is None
 
         try:
-            await self.db.run(txn)
+            created = await self.db.run(txn)
         finally:
             self._forget_tokens(user_id)
+        if created:
+            for hook in self.on_device_changed:
+                await hook(user_id)
         return Session(
             user_id,
             device,
@@ -545,6 +552,9 @@ class UserAPI:
                 device_id,
             )
         )
+        if changed:
+            for hook in self.on_device_changed:
+                await hook(user_id)
         return changed > 0
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
