@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from myelin.clientapi.http import MatrixError, forbidden, invalid_param, not_found
-from myelin.core.identifiers import is_valid_room_alias, is_valid_room_id
+from myelin.core.identifiers import is_valid_room_alias, is_valid_room_id, server_name_of
 from myelin.storage import Database, Migration, Txn
 from myelin.syncapi import queries
 
@@ -47,7 +47,7 @@ class Directory:
     def check_alias(self, alias: str) -> None:
         if not is_valid_room_alias(alias):
             raise invalid_param(f"Invalid room alias {alias[:100]!r}")
-        if alias.rpartition(":")[2] != self.server_name:
+        if server_name_of(alias) != self.server_name:
             raise invalid_param("Room aliases must be on this server")
 
     async def resolve(self, alias: str) -> str | None:
