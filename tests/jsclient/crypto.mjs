@@ -15,16 +15,11 @@
 
 import "./node20.mjs";
 import * as sdk from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import { describe, stepRunner, until } from "./harness.mjs";
 
 const STEP_TIMEOUT_MS = Number(process.env.STEP_TIMEOUT_MS ?? 20000);
 const TOTAL_TIMEOUT_MS = Number(process.env.TOTAL_TIMEOUT_MS ?? 90000);
 const REPLY = "hello back from matrix-js-sdk";
-
-for (const name of ["log", "info", "debug", "trace", "warn"]) {
-  console[name] = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
-}
-logger.setLevel(process.env.SDK_LOG_LEVEL ?? "warn");
 
 const [baseUrl, user, password, roomId, peer] = process.argv.slice(2);
 if (!peer) {
@@ -32,84 +27,11 @@ if (!peer) {
   process.exit(2);
 }
 
-function emit(result) {
-  process.stdout.write(JSON.stringify(result) + "\n");
-}
-
-const watchdog = setTimeout(() => {
-  emit({ step: "watchdog", ok: false, error: `crypto scenario exceeded ${TOTAL_TIMEOUT_MS} ms` });
-  process.exit(3);
-}, TOTAL_TIMEOUT_MS);
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function describe(err) {
-  if (err && typeof err === "object" && "httpStatus" in err) {
-    return `HTTP ${err.httpStatus} ${err.errcode ?? ""} ${err.message ?? ""} ${JSON.stringify(err.data ?? {})}`;
-  }
-  return String(err?.stack ?? err);
-}
-
-const failed = new Set();
-
-async function step(name, fn, { needs = [] } = {}) {
-  const missing = needs.filter((n) => failed.has(n));
-  if (missing.length) {
-    failed.add(name);
-    emit({ step: name, ok: false, skipped: missing.join(",") });
-    return undefined;
-  }
-  const started = Date.now();
-  try {
-    const details = (await withTimeout(Promise.resolve().then(fn), STEP_TIMEOUT_MS, name)) ?? {};
-    emit({ step: name, ok: true, ms: Date.now() - started, ...details });
-    return details;
-  } catch (err) {
-    failed.add(name);
-    emit({ step: name, ok: false, ms: Date.now() - started, error: describe(err) });
-    return undefined;
-  }
-}
-
-// Resolve with the first truthy value of `predicate()` (async allowed), re-checked on
-// every `event` of `emitter`. Checks run one at a time.
-function until(emitter, event, predicate) {
-  return new Promise((resolve, reject) => {
-    let running = false;
-    let again = false;
-    const check = async () => {
-      if (running) {
-        again = true;
-        return;
-      }
-      running = true;
-      try {
-        do {
-          again = false;
-          const value = await predicate();
-          if (value) {
-            emitter.off(event, check);
-            resolve(value);
-            return;
-          }
-        } while (again);
-      } catch (err) {
-        emitter.off(event, check);
-        reject(err);
-      } finally {
-        running = false;
-      }
-    };
-    emitter.on(event, check);
-    check();
-  });
-}
+const { step, finish } = stepRunner({
+  label: "crypto scenario",
+  stepTimeoutMs: STEP_TIMEOUT_MS,
+  totalTimeoutMs: TOTAL_TIMEOUT_MS,
+});
 
 let client;
 let userId;
@@ -226,6 +148,5 @@ await step("stop", async () => {
   return {};
 });
 
-clearTimeout(watchdog);
-emit({ step: "done", ok: failed.size === 0 });
+finish();
 process.exit(0);

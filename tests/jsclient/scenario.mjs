@@ -12,18 +12,12 @@
 
 import "./node20.mjs";
 import * as sdk from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import { describe, stepRunner, until, withTimeout } from "./harness.mjs";
 
 const STEP_TIMEOUT_MS = Number(process.env.STEP_TIMEOUT_MS ?? 15000);
 const TOTAL_TIMEOUT_MS = Number(process.env.TOTAL_TIMEOUT_MS ?? 120000);
 const HISTORY = 25; // messages sent before the clients start, fetched back by pagination
 const INITIAL_SYNC_LIMIT = 5;
-
-// Keep stdout for result lines only.
-for (const name of ["log", "info", "debug", "trace", "warn"]) {
-  console[name] = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
-}
-logger.setLevel(process.env.SDK_LOG_LEVEL ?? "warn");
 
 const [baseUrl, aliceName, alicePw, bobName, bobPw] = process.argv.slice(2);
 if (!bobPw) {
@@ -31,71 +25,11 @@ if (!bobPw) {
   process.exit(2);
 }
 
-function emit(result) {
-  process.stdout.write(JSON.stringify(result) + "\n");
-}
-
-const watchdog = setTimeout(() => {
-  emit({ step: "watchdog", ok: false, error: `scenario exceeded ${TOTAL_TIMEOUT_MS} ms` });
-  process.exit(3);
-}, TOTAL_TIMEOUT_MS);
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function describe(err) {
-  if (err && typeof err === "object" && "httpStatus" in err) {
-    return `HTTP ${err.httpStatus} ${err.errcode ?? ""} ${err.message ?? ""} ${JSON.stringify(err.data ?? {})}`;
-  }
-  return String(err?.stack ?? err);
-}
-
-const failed = new Set();
-
-// Run one step: `fn` returns the details to report (an object), or throws.
-async function step(name, fn, { needs = [] } = {}) {
-  const missing = needs.filter((n) => failed.has(n));
-  if (missing.length) {
-    failed.add(name);
-    emit({ step: name, ok: false, skipped: missing.join(",") });
-    return undefined;
-  }
-  const started = Date.now();
-  try {
-    const details = (await withTimeout(Promise.resolve().then(fn), STEP_TIMEOUT_MS, name)) ?? {};
-    emit({ step: name, ok: true, ms: Date.now() - started, ...details });
-    return details;
-  } catch (err) {
-    failed.add(name);
-    emit({ step: name, ok: false, ms: Date.now() - started, error: describe(err) });
-    return undefined;
-  }
-}
-
-// Resolve when `predicate()` holds, re-checking whenever `emitter` fires `event`.
-function until(emitter, event, predicate) {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      try {
-        const value = predicate();
-        if (value) {
-          emitter.off(event, check);
-          resolve(value);
-        }
-      } catch (err) {
-        emitter.off(event, check);
-        reject(err);
-      }
-    };
-    emitter.on(event, check);
-    check();
-  });
-}
+const { step, finish, failed } = stepRunner({
+  label: "scenario",
+  stepTimeoutMs: STEP_TIMEOUT_MS,
+  totalTimeoutMs: TOTAL_TIMEOUT_MS,
+});
 
 async function login(user, password) {
   const anonymous = sdk.createClient({ baseUrl });
@@ -427,6 +361,5 @@ await step("stop_clients", async () => {
   return {};
 });
 
-clearTimeout(watchdog);
-emit({ step: "done", ok: failed.size === 0, failed: [...failed] });
+finish({ failed: [...failed] });
 process.exit(0);
