@@ -15,30 +15,10 @@ from urllib.parse import parse_qs
 import orjson
 
 from myelin.core.canonicaljson import CanonicalJsonError, decode_canonical_json
+from myelin.errors import MatrixError as MatrixError  # handlers import it from here
 
 #: Canonical-JSON failures that mean "not JSON at all" rather than "JSON we refuse".
 _NOT_JSON_KINDS = frozenset({"syntax", "invalid_utf8", "lone_surrogate", "non_finite"})
-
-
-class MatrixError(Exception):
-    """A failure that becomes a standard error response: `{"errcode", "error", ...}`.
-
-    Raising it anywhere in a handler is how a handler refuses a request; nothing it did
-    before the raise may have been committed (handlers validate first, then write).
-    """
-
-    def __init__(self, status: int, errcode: str, error: str, **extra: Any) -> None:
-        super().__init__(f"{status} {errcode}: {error}")
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-        self.extra = extra
-        self.headers: list[tuple[bytes, bytes]] = []
-
-    def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"errcode": self.errcode, "error": self.error}
-        out.update(self.extra)
-        return out
 
 
 def bad_json(error: str) -> MatrixError:

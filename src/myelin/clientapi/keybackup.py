@@ -7,7 +7,7 @@ The logic, including which key wins when a session is uploaded twice, lives in
 from __future__ import annotations
 
 from myelin.clientapi.http import Request, Response, json_response
-from myelin.clientapi.keys import matrix_errors, paths
+from myelin.clientapi.keys import paths
 from myelin.clientapi.router import Router
 from myelin.keyserver import KeyServer
 from myelin.keyserver.backup import parse_key, parse_rooms, parse_sessions
@@ -64,14 +64,14 @@ def install(router: Router, keys: KeyServer) -> None:
         )
         return json_response(result)
 
-    router.add("POST", paths("/room_keys/version"), matrix_errors(create_version), auth=True)
-    router.add("GET", paths("/room_keys/version"), matrix_errors(current_version), auth=True)
+    router.add("POST", paths("/room_keys/version"), create_version, auth=True)
+    router.add("GET", paths("/room_keys/version"), current_version, auth=True)
     version = paths("/room_keys/version/{version}")
-    router.add("GET", version, matrix_errors(get_version), auth=True)
-    router.add("PUT", version, matrix_errors(update_version), auth=True)
-    router.add("DELETE", version, matrix_errors(delete_version), auth=True)
+    router.add("GET", version, get_version, auth=True)
+    router.add("PUT", version, update_version, auth=True)
+    router.add("DELETE", version, delete_version, auth=True)
     for suffix in ("", "/{room_id}", "/{room_id}/{session_id}"):
         where = paths("/room_keys/keys" + suffix)
-        router.add("PUT", where, matrix_errors(put_keys), auth=True)
-        router.add("GET", where, matrix_errors(get_keys), auth=True)
-        router.add("DELETE", where, matrix_errors(delete_keys), auth=True)
+        router.add("PUT", where, put_keys, auth=True)
+        router.add("GET", where, get_keys, auth=True)
+        router.add("DELETE", where, delete_keys, auth=True)

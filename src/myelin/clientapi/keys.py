@@ -3,7 +3,6 @@ changes, cross-signing keys and signatures. The logic lives in `myelin.keyserver
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from myelin.clientapi.context import ClientContext
@@ -15,9 +14,9 @@ from myelin.clientapi.http import (
     json_response,
     missing_param,
 )
-from myelin.clientapi.router import CLIENT_PREFIXES, Handler, Router
+from myelin.clientapi.router import CLIENT_PREFIXES, Router
 from myelin.clientapi.uia import PASSWORD, authenticate
-from myelin.keyserver import KeyServer, KeyServerError
+from myelin.keyserver import KeyServer
 from myelin.keyserver.streams import SyncPositions
 from myelin.syncapi.tokens import StreamToken
 
@@ -29,18 +28,6 @@ UNSTABLE_PREFIX = "/_matrix/client/unstable"
 
 def paths(suffix: str) -> list[str]:
     return [p + suffix for p in CLIENT_PREFIXES]
-
-
-def matrix_errors(handler: Callable[[Request], Awaitable[Response]]) -> Handler:
-    """Turn the key server's refusals into Matrix error responses."""
-
-    async def wrapped(req: Request) -> Response:
-        try:
-            return await handler(req)
-        except KeyServerError as exc:
-            raise MatrixError(exc.status, exc.errcode, exc.error, **exc.extra) from None
-
-    return wrapped
 
 
 def token_positions(text: str, what: str) -> tuple[int, SyncPositions]:
@@ -117,19 +104,19 @@ def install(router: Router, ctx: ClientContext, keys: KeyServer) -> None:
         failures = await keys.upload_signatures(who.user_id, body)
         return json_response({"failures": failures})
 
-    router.add("POST", paths("/keys/upload"), matrix_errors(upload), auth=True, allow_guest=True)
-    router.add("POST", paths("/keys/query"), matrix_errors(query), auth=True, allow_guest=True)
-    router.add("POST", paths("/keys/claim"), matrix_errors(claim), auth=True, allow_guest=True)
-    router.add("GET", paths("/keys/changes"), matrix_errors(changes), auth=True)
+    router.add("POST", paths("/keys/upload"), upload, auth=True, allow_guest=True)
+    router.add("POST", paths("/keys/query"), query, auth=True, allow_guest=True)
+    router.add("POST", paths("/keys/claim"), claim, auth=True, allow_guest=True)
+    router.add("GET", paths("/keys/changes"), changes, auth=True)
     router.add(
         "POST",
         [*paths("/keys/device_signing/upload"), UNSTABLE_PREFIX + "/keys/device_signing/upload"],
-        matrix_errors(device_signing),
+        device_signing,
         auth=True,
     )
     router.add(
         "POST",
         [*paths("/keys/signatures/upload"), UNSTABLE_PREFIX + "/keys/signatures/upload"],
-        matrix_errors(signatures),
+        signatures,
         auth=True,
     )

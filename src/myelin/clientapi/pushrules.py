@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from myelin.clientapi.http import (
-    MatrixError,
     Request,
     Response,
     bad_json,
@@ -23,7 +22,6 @@ from myelin.clientapi.http import (
 )
 from myelin.clientapi.router import CLIENT_PREFIXES, Router
 from myelin.push.counts import notifications
-from myelin.push.errors import PushRuleError
 from myelin.push.evaluator import compile_ruleset
 from myelin.push.rules import RuleKind, parse_kind
 from myelin.push.ruleset import (
@@ -45,15 +43,8 @@ def paths(suffix: str) -> list[str]:
     return [p + suffix for p in CLIENT_PREFIXES]
 
 
-def _error(exc: PushRuleError) -> MatrixError:
-    return MatrixError(exc.status, exc.errcode, exc.error)
-
-
 def _kind(req: Request) -> RuleKind:
-    try:
-        return parse_kind(req.params["kind"])
-    except PushRuleError as exc:
-        raise _error(exc) from None
+    return parse_kind(req.params["kind"])
 
 
 def _check_pusher(body: dict[str, Any]) -> dict[str, Any]:
@@ -117,10 +108,7 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
     async def get_one(req: Request) -> Response:
         user_id = req.user().user_id
         kind = _kind(req)
-        try:
-            rule = get_rule(await store.push_rules(user_id), user_id, kind, req.params["rule_id"])
-        except PushRuleError as exc:
-            raise _error(exc) from None
+        rule = get_rule(await store.push_rules(user_id), user_id, kind, req.params["rule_id"])
         return json_response(rule.to_json())
 
     async def put_one(req: Request) -> Response:
@@ -129,34 +117,25 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
         rule_id = req.params["rule_id"]
         body = req.json()
         before, after = req.query_param("before"), req.query_param("after")
-        try:
-            await store.update_push_rules(
-                user_id, lambda s: put_rule(s, kind, rule_id, body, before=before, after=after)
-            )
-        except PushRuleError as exc:
-            raise _error(exc) from None
+        await store.update_push_rules(
+            user_id, lambda s: put_rule(s, kind, rule_id, body, before=before, after=after)
+        )
         return json_response({})
 
     async def delete_one(req: Request) -> Response:
         user_id = req.user().user_id
         kind = _kind(req)
         rule_id = req.params["rule_id"]
-        try:
-            await store.update_push_rules(user_id, lambda s: delete_rule(s, kind, rule_id))
-        except PushRuleError as exc:
-            raise _error(exc) from None
+        await store.update_push_rules(user_id, lambda s: delete_rule(s, kind, rule_id))
         return json_response({})
 
     def attribute(name: str) -> tuple[Any, Any]:
         async def get(req: Request) -> Response:
             user_id = req.user().user_id
             kind = _kind(req)
-            try:
-                rule = get_rule(
-                    await store.push_rules(user_id), user_id, kind, req.params["rule_id"]
-                )
-            except PushRuleError as exc:
-                raise _error(exc) from None
+            rule = get_rule(
+                await store.push_rules(user_id), user_id, kind, req.params["rule_id"]
+            )
             value = rule.enabled if name == "enabled" else rule.to_json()["actions"]
             return json_response({name: value})
 
@@ -169,10 +148,7 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
                 raise missing_param(f"Missing '{name}'")
             value = body[name]
             op = set_enabled if name == "enabled" else set_actions
-            try:
-                await store.update_push_rules(user_id, lambda s: op(s, kind, rule_id, value))
-            except PushRuleError as exc:
-                raise _error(exc) from None
+            await store.update_push_rules(user_id, lambda s: op(s, kind, rule_id, value))
             return json_response({})
 
         return get, put

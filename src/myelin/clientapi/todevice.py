@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from myelin.clientapi.http import Request, Response, bad_json, json_response, missing_param
-from myelin.clientapi.keys import matrix_errors, paths
+from myelin.clientapi.keys import paths
 from myelin.clientapi.router import Router
 from myelin.keyserver import KeyServer
 
@@ -26,7 +26,7 @@ def install(router: Router, keys: KeyServer) -> None:
     router.add(
         "PUT",
         paths("/sendToDevice/{event_type}/{txn_id}"),
-        matrix_errors(send),
+        send,
         auth=True,
         allow_guest=True,
     )

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from myelin.errors import MatrixError
 
 
-class KeyServerError(Exception):
+class KeyServerError(MatrixError):
     """A refused request: HTTP status, Matrix `errcode`, message and extra body fields.
 
     Raised before anything is written, so a refused request leaves the store unchanged.
     """
-
-    def __init__(self, status: int, errcode: str, error: str, **extra: Any) -> None:
-        super().__init__(f"{status} {errcode}: {error}")
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-        self.extra = extra
 
 
 def bad_json(error: str) -> KeyServerError:

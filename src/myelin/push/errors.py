@@ -7,21 +7,11 @@ push-rules endpoints document (pushrules.yaml), and the HTTP layer turns it into
 
 from __future__ import annotations
 
-from typing import Any
+from myelin.errors import MatrixError
 
 
-class PushRuleError(ValueError):
+class PushRuleError(MatrixError, ValueError):
     """A refused push-rule request: `status`, Matrix `errcode` and a human-readable `error`."""
-
-    def __init__(self, status: int, errcode: str, error: str) -> None:
-        super().__init__(f"{status} {errcode}: {error}")
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body of the error response."""
-        return {"errcode": self.errcode, "error": self.error}
 
 
 def not_found(error: str = "The push rule was not found.") -> PushRuleError:

@@ -16,7 +16,7 @@ from typing import Any
 from myelin.clientapi.http import MatrixError, Request, Requester, Response, error_response
 from myelin.clientapi.ratelimit import RateLimiter
 from myelin.clientapi.router import Router
-from myelin.userapi.accounts import UserAPI, UserAPIError
+from myelin.userapi.accounts import UserAPI
 
 log = logging.getLogger("myelin.http")
 
@@ -134,8 +134,6 @@ class App:
             return await route.handler(req)
         except MatrixError as err:
             return error_response(err)
-        except UserAPIError as err:
-            return error_response(MatrixError(err.status, err.errcode, err.error, **err.extra))
 
     async def _authenticate(self, req: Request, allow_guest: bool) -> Requester:
         token = req.access_token()

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from myelin.errors import MatrixError
 from myelin.storage import Database, IntegrityError, Txn
 from myelin.userapi.passwords import check_password, hash_password
 
@@ -26,15 +27,8 @@ MAX_USER_ID_LENGTH = 255
 MAX_DEVICE_ID_LENGTH = 255
 
 
-class UserAPIError(Exception):
-    """A refusal with a Matrix error code; the HTTP layer renders it as-is."""
-
-    def __init__(self, status: int, errcode: str, error: str, **extra: Any) -> None:
-        super().__init__(f"{errcode}: {error}")
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-        self.extra = extra
+class UserAPIError(MatrixError):
+    """A refusal of the account store; the HTTP layer renders it as-is."""
 
 
 class ServerNameMismatch(Exception):
