@@ -140,7 +140,6 @@ class DiskEventLog:
         self._counters = _Counters()
         self._reader_locks: dict[str, asyncio.Lock] = {}
         self._executor: ThreadPoolExecutor | None = None
-        self._task_group: asyncio.TaskGroup | None = None
         # Owned by the writer thread once open:
         self._write_fd = -1
         self._write_pos = 0
@@ -177,9 +176,7 @@ class DiskEventLog:
         self._cache_first = self._next_offset
         self._counters.recovered_truncated_bytes = recovered.active.truncated_bytes
         self._counters.recovered_dropped_records = recovered.active.dropped_records
-        self._task_group = asyncio.TaskGroup()
-        await self._task_group.__aenter__()
-        self._task_group.create_task(self._committer.run(), name="eventlog-writer")
+        await self._committer.start()
         return self
 
     async def __aexit__(
@@ -191,10 +188,7 @@ class DiskEventLog:
         try:
             await self.close()
         finally:
-            if self._task_group is not None:
-                # The block's own exception propagates unchanged, not wrapped in an
-                # ExceptionGroup: the group only reports its writer task's failures.
-                await self._task_group.__aexit__(None, None, None)
+            await self._committer.stop()
 
     def _open_blocking(self) -> _Recovered:
         try:

@@ -51,6 +51,22 @@ class GroupCommitter:
         self.appends = 0
         self.records = 0
         self.batches = 0
+        self._task_group: asyncio.TaskGroup | None = None
+
+    async def start(self) -> None:
+        """Run the writer loop in a task group owned by this committer (until `stop`)."""
+        self._task_group = asyncio.TaskGroup()
+        await self._task_group.__aenter__()
+        self._task_group.create_task(self.run(), name="eventlog-writer")
+
+    async def stop(self) -> None:
+        """Wait for the writer loop to end (after `close()`); re-raise its failure, if any.
+
+        The group is exited without the caller's exception, so an error of the block using
+        the log propagates unchanged rather than wrapped in an ExceptionGroup."""
+        group, self._task_group = self._task_group, None
+        if group is not None:
+            await group.__aexit__(None, None, None)
 
     async def submit(self, records: Sequence[LogRecord]) -> list[int]:
         """Queue `records` as one unit and wait until they are durable."""

@@ -109,7 +109,6 @@ class JetStreamEventLog:
         self._closed = False
         self._closed_event = asyncio.Event()
         self._released = asyncio.Event()
-        self._task_group: asyncio.TaskGroup | None = None
         self._max_payload = 0
         self._writer_id = uuid.uuid4().hex
         self._ack_inbox = ""
@@ -132,9 +131,7 @@ class JetStreamEventLog:
             if self._nc is not None:
                 await self._nc.close()
             raise
-        self._task_group = asyncio.TaskGroup()
-        await self._task_group.__aenter__()
-        self._task_group.create_task(self._committer.run(), name="eventlog-writer")
+        await self._committer.start()
         return self
 
     async def _connect(self) -> None:
@@ -208,10 +205,7 @@ class JetStreamEventLog:
         try:
             await self.close()
         finally:
-            if self._task_group is not None:
-                # The block's own exception propagates unchanged, not wrapped in an
-                # ExceptionGroup: the group only reports its writer task's failures.
-                await self._task_group.__aexit__(None, None, None)
+            await self._committer.stop()
 
     async def close(self) -> None:
         if not self._opened or self._released.is_set():
