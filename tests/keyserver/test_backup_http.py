@@ -183,12 +183,7 @@ async def test_bad_backup_input_changes_nothing(client: SpecClient) -> None:
     bad_keys: list[dict[str, Any]] = [
         {"first_message_index": -1, "forwarded_count": 0, "is_verified": False, "session_data": {}},
         {"first_message_index": 0, "forwarded_count": 0, "is_verified": "yes", "session_data": {}},
-        {
-            "first_message_index": 0,
-            "forwarded_count": 0,
-            "is_verified": False,
-            "session_data": "opaque",
-        },
+        {"first_message_index": 0, "forwarded_count": 0, "is_verified": False},
         {"forwarded_count": 0, "is_verified": False, "session_data": {}},
     ]
     for bad in bad_keys:
@@ -213,4 +208,47 @@ async def test_bad_backup_input_changes_nothing(client: SpecClient) -> None:
     status, body = await client.call(
         "POST", f"{V3}/room_keys/version", {"algorithm": ALGORITHM}, token=alice.token
     )
-    assert (status, body["errcode"]) == (400, "M_BAD_JSON")
+    assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+
+
+async def test_opaque_auth_and_session_data_of_any_json_type(client: SpecClient) -> None:
+    """auth_data and session_data are never read by the server: any JSON value (Sytest
+    sends strings, as Synapse accepts) is stored and returned exactly as sent."""
+    alice = await register(client, "bo_alice")
+    status, body = await client.call(
+        "POST",
+        f"{V3}/room_keys/version",
+        {"algorithm": ALGORITHM, "auth_data": "an opaque string"},
+        token=alice.token,
+        validate=False,
+    )
+    assert status == 200, body
+    version = str(body["version"])
+    status, info = await client.call(
+        "GET", f"{V3}/room_keys/version/{version}", token=alice.token, validate=False
+    )
+    assert (status, info["auth_data"]) == (200, "an opaque string")
+    status, body = await client.call(
+        "PUT",
+        f"{V3}/room_keys/version/{version}",
+        {"algorithm": ALGORITHM, "auth_data": ["a", 1]},
+        token=alice.token,
+        validate=False,
+    )
+    assert status == 200, body
+    status, info = await client.call(
+        "GET", f"{V3}/room_keys/version", token=alice.token, validate=False
+    )
+    assert info["auth_data"] == ["a", 1]
+    value = {"first_message_index": 0, "forwarded_count": 0, "is_verified": False}
+    status, body = await put_session(
+        client, alice, version, "S1", {**value, "session_data": "ciphertext"}
+    )
+    assert status == 200, body
+    status, body = await client.call(
+        "GET",
+        f"{V3}/room_keys/keys/{ROOM}/S1?version={version}",
+        token=alice.token,
+        validate=False,
+    )
+    assert (status, body["session_data"]) == (200, "ciphertext")

@@ -199,20 +199,71 @@ async def test_bad_uploads_change_nothing(client: SpecClient) -> None:
     assert body["one_time_key_counts"]["signed_curve25519"] == 2
 
 
-async def test_unverified_device_keys_are_stored_as_sent(client: SpecClient) -> None:
-    """/keys/upload defines no signature error: checking a device's self-signature is the
-    job of the clients that query it, so the server stores and serves the keys unchanged."""
-    alice = await register(client, "ku_alice")
-    bob = await register(client, "ku_bob")
+async def test_device_key_self_signature(client: SpecClient) -> None:
+    """A device key whose self-signature does not verify is refused (400
+    M_INVALID_SIGNATURE) with everything else of the request, and the stored keys stay
+    as they were; a correctly signed key is accepted and served unchanged."""
+    alice = await register(client, "ks_alice")
+    bob = await register(client, "ks_bob")
+    # The fingerprint key replaced after signing: the signature is by another key.
     forged = alice.device_keys()
     forged["keys"][f"ed25519:{alice.device_id}"] = SigningKey.generate("X").verify_key_base64
-    forged["keys"]["curve25519:other_name"] = "not+base64+at+all"
-    status, body = await upload(client, alice, {"device_keys": forged})
+    status, body = await upload(
+        client, alice, {"device_keys": forged, "one_time_keys": alice.one_time_keys(0, 2)}
+    )
+    assert (status, body["errcode"]) == (400, "M_INVALID_SIGNATURE"), body
+    assert (await query(client, bob, {alice.user_id: []}))["device_keys"][alice.user_id] == {}
+    status, body = await upload(client, alice, {})
+    assert body["one_time_key_counts"]["signed_curve25519"] == 0
+
+    # Correctly signed: accepted and served as sent.
+    good = alice.device_keys()
+    status, body = await upload(client, alice, {"device_keys": good})
     assert status == 200, body
-    found = await query(client, bob, {alice.user_id: []})
-    served = found["device_keys"][alice.user_id][alice.device_id]
-    assert served["keys"] == forged["keys"]
-    assert served["signatures"][alice.user_id] == forged["signatures"][alice.user_id]
+    served = (await query(client, bob, {alice.user_id: []}))["device_keys"][alice.user_id]
+    assert served[alice.device_id]["keys"] == good["keys"]
+    assert served[alice.device_id]["signatures"] == good["signatures"]
+
+    # A signed field changed afterwards, or a signature that is not even 64 bytes: refused,
+    # and the keys stored before stay.
+    tampered = alice.device_keys()
+    swapped = "c3dhcHBlZCBjdXJ2ZSBrZXkgb2YgYW4gYXR0YWNrZXI"
+    tampered["keys"][f"curve25519:{alice.device_id}"] = swapped
+    garbled = alice.device_keys()
+    garbled["signatures"][alice.user_id][f"ed25519:{alice.device_id}"] = "c2hvcnQ"
+    for bad in (tampered, garbled):
+        status, body = await upload(client, alice, {"device_keys": bad})
+        assert (status, body["errcode"]) == (400, "M_INVALID_SIGNATURE"), body
+    served = (await query(client, bob, {alice.user_id: []}))["device_keys"][alice.user_id]
+    assert served[alice.device_id]["keys"] == good["keys"]
+
+
+async def test_unverifiable_device_keys_are_stored_as_sent(client: SpecClient) -> None:
+    """Device keys that cannot be verified are stored as opaque data (the rule is in
+    `myelin.keyserver.validate.check_self_signature`): a fingerprint that is not an
+    Ed25519 key (Sytest's placeholders), an algorithm the spec does not define, or no
+    self-signature at all."""
+    alice = await register(client, "ku_alice")
+    bob = await register(client, "ku_bob")
+    dev = alice.device_id
+    placeholder = {
+        "user_id": alice.user_id,
+        "device_id": dev,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+        "keys": {f"ed25519:{dev}": "ed25519+key", f"curve25519:{dev}": "curve25519+key"},
+        "signatures": {alice.user_id: {f"ed25519:{dev}": "self+signature"}},
+    }
+    other_algorithm = alice.device_keys() | {"algorithms": ["org.example.experimental"]}
+    other_algorithm["keys"] = dict(other_algorithm["keys"], extra="changed after signing")
+    unsigned = alice.device_keys()
+    unsigned["signatures"] = {}
+    unsigned["keys"][f"ed25519:{dev}"] = SigningKey.generate("X").verify_key_base64
+    for keys in (placeholder, other_algorithm, unsigned):
+        status, body = await upload(client, alice, {"device_keys": keys})
+        assert status == 200, body
+        served = (await query(client, bob, {alice.user_id: []}))["device_keys"][alice.user_id]
+        assert served[dev]["keys"] == keys["keys"]
+        assert served[dev]["signatures"] == keys["signatures"]
 
 
 async def test_oversize_upload(client: SpecClient) -> None:
@@ -445,6 +496,59 @@ async def test_keys_changes_and_sync_device_lists(client: SpecClient) -> None:
         "GET", f"{V3}/keys/changes?from=bogus&to=s1", token=alice.token
     )
     assert status == 400
+
+
+async def test_device_lists_follow_encrypted_rooms(client: SpecClient) -> None:
+    """DeviceLists: `changed` gains the members of a room that becomes encrypted (they now
+    share an encrypted room, without any membership change); `left` names a user who
+    left while sharing no encrypted room any more, even if an unencrypted room is still
+    shared, and not one who still shares an encrypted room."""
+    alice = await register(client, "de_alice")
+    bob = await register(client, "de_bob")
+    plain = await create_room(client, alice.token, {"preset": "public_chat"})
+    other_plain = await create_room(client, alice.token, {"preset": "public_chat"})
+    for room in (plain, other_plain):
+        status, _ = await client.call("POST", f"{V3}/join/{room}", {}, token=bob.token)
+        assert status == 200
+    start = await sync(client, bob)
+    # Alice turns encryption on in one of the rooms: Bob now shares an encrypted room
+    # with her, and should (re)query her devices.
+    status, body = await client.call(
+        "PUT",
+        f"{V3}/rooms/{plain}/state/m.room.encryption/",
+        {"algorithm": "m.megolm.v1.aes-sha2"},
+        token=alice.token,
+    )
+    assert status == 200, body
+    after = await sync(client, bob, start["next_batch"])
+    assert alice.user_id in after["device_lists"]["changed"]
+    status, body = await client.call(
+        "GET",
+        f"{V3}/keys/changes?from={start['next_batch']}&to={after['next_batch']}",
+        token=bob.token,
+    )
+    assert status == 200 and alice.user_id in body["changed"], body
+    # Bob leaves the unencrypted room: he still shares the encrypted one, so he is not
+    # in Alice's `left`.
+    since = (await sync(client, alice))["next_batch"]
+    status, _ = await client.call("POST", f"{V3}/rooms/{other_plain}/leave", {}, token=bob.token)
+    assert status == 200
+    kept = await sync(client, alice, since)
+    assert bob.user_id not in kept["device_lists"]["left"]
+    # Bob rejoins the unencrypted room and leaves the encrypted one: he still shares a
+    # room with Alice, but no encrypted room, so he is in `left`.
+    status, _ = await client.call("POST", f"{V3}/join/{other_plain}", {}, token=bob.token)
+    assert status == 200
+    since = (await sync(client, alice, kept["next_batch"]))["next_batch"]
+    status, _ = await client.call("POST", f"{V3}/rooms/{plain}/leave", {}, token=bob.token)
+    assert status == 200
+    gone = await sync(client, alice, since)
+    assert gone["device_lists"]["left"] == [bob.user_id]
+    assert bob.user_id not in gone["device_lists"]["changed"]
+    status, body = await client.call(
+        "GET", f"{V3}/keys/changes?from={since}&to={gone['next_batch']}", token=alice.token
+    )
+    assert (status, body["left"]) == (200, [bob.user_id])
 
 
 async def test_device_list_announcements(client: SpecClient) -> None:

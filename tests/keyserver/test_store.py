@@ -89,6 +89,54 @@ async def test_device_list_changed_hook(db: Database) -> None:
     assert (changed, left) == ([alice.user_id], [])
 
 
+async def test_device_list_changes_follow_encrypted_rooms(db: Database) -> None:
+    """The membership rules of `device_list_changes` on both backends, on hand-written
+    sync rows: a room turning encrypted puts its members in `changed`; a user who left
+    is in `left` unless an encrypted room is still shared."""
+    keys, _users, _ = await setup(db)
+    alice, bob = f"@alice:{HS}", f"@bob:{HS}"
+
+    async def member(user: str, room: str, membership: str, pos: int) -> None:
+        await db.run(
+            lambda t: t.execute(
+                "INSERT INTO sync_memberships (user_id, room_id, membership, event_id, pos)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id) DO UPDATE SET"
+                " membership = excluded.membership, pos = excluded.pos",
+                user,
+                room,
+                membership,
+                f"$m{pos}",
+                pos,
+            )
+        )
+
+    async def changes(after: int, upto: int) -> tuple[list[str], list[str]]:
+        return await db.read(
+            lambda t: keys.streams.device_list_changes(t, alice, 0, 0, after, upto)
+        )
+
+    for pos, (user, room) in enumerate(
+        [(alice, "!plain"), (bob, "!plain"), (alice, "!enc"), (bob, "!enc")], start=1
+    ):
+        await member(user, room, "join", pos)
+    assert await changes(4, 10) == ([], [])
+    await db.run(
+        lambda t: t.execute(
+            "INSERT INTO sync_current_state (room_id, type, state_key, event_id, pos)"
+            " VALUES ('!enc', 'm.room.encryption', '', '$e', 10)"
+        )
+    )
+    assert bob in (await changes(4, 10))[0]
+    assert await changes(10, 10) == ([], [])
+    # Bob leaves the plain room: the encrypted one is still shared.
+    await member(bob, "!plain", "leave", 11)
+    assert await changes(10, 11) == ([], [])
+    # Bob rejoins the plain room and leaves the encrypted one: in `left`.
+    await member(bob, "!plain", "join", 12)
+    await member(bob, "!enc", "leave", 13)
+    assert await changes(12, 13) == ([], [bob])
+
+
 async def test_refused_upload_writes_nothing(db: Database) -> None:
     keys, users, _ = await setup(db)
     alice = await device(users, "alice")

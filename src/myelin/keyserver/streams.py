@@ -6,8 +6,9 @@
   behaviour"): a lost response loses nothing.
 - The **device-list stream**: each change of a user's device keys, cross-signing keys or
   signatures has a position. `device_lists.changed` holds the users sharing a room with
-  the syncing user whose keys changed, plus users who newly share a room; `left` holds
-  users who no longer share any room.
+  the syncing user whose keys changed, plus users who newly share a room or an encrypted
+  room; `left` holds users who stopped sharing a room and share no encrypted room any
+  more (`Streams.device_list_changes` says how this follows the spec).
 
 Sync tokens carry both positions after the room-stream position (see
 `myelin.syncapi.tokens`): `SyncPositions` is that pair.
@@ -113,6 +114,19 @@ class Streams:
         )
         return {str(r[0]) for r in rows} | {user_id}
 
+    async def sharing_encrypted_users(self, t: Txn, user_id: str) -> set[str]:
+        """Users joined to an encrypted room (one with an `m.room.encryption` state event)
+        the user is joined to (the user included)."""
+        rows = await t.fetchall(
+            "SELECT DISTINCT o.user_id FROM sync_memberships m"
+            " JOIN sync_current_state s ON s.room_id = m.room_id"
+            " AND s.type = 'm.room.encryption' AND s.state_key = ''"
+            " JOIN sync_memberships o ON o.room_id = m.room_id AND o.membership = 'join'"
+            " WHERE m.user_id = ? AND m.membership = 'join'",
+            user_id,
+        )
+        return {str(r[0]) for r in rows} | {user_id}
+
     async def positions(self, t: Txn) -> SyncPositions:
         td = await t.fetchval("SELECT pos FROM e2e_to_device_stream WHERE id = 1")
         dl = await t.fetchval("SELECT max(pos) FROM e2e_device_list_stream")
@@ -186,13 +200,27 @@ class Streams:
     ) -> tuple[list[str], list[str]]:
         """`(changed, left)` between two points of the device-list and room streams.
 
+        The spec (end_to_end_encryption.md, DeviceLists) defines `changed` as users "who
+        have updated their device identity or cross-signing keys, or who now share an
+        encrypted room with the client", and `left` as users "with whom we do not share
+        any encrypted rooms anymore". Here:
+
+        - `changed` holds users sharing any room with the client whose keys changed (the
+          first clause is not limited to encrypted rooms; the tracking section speaks of
+          sharing "a room"), users who newly share a room with the client (the note
+          below the table allows a server to add users on every newly shared room, and a
+          newly shared encrypted room is one of them), and the members of the client's
+          rooms that became encrypted, who now share an encrypted room without any
+          membership change;
+        - `left` holds users who stopped sharing a room with the client (they or the
+          client left or were banned/kicked) and now share no encrypted room with it. A
+          user still sharing only unencrypted rooms is in `left`: the client has no
+          reason to track their devices any longer.
+
         Costs nothing when neither stream moved (the common long-poll wake-up).
         """
         if upto_dl <= after_dl and upto_room <= after_room:
             return [], []
-        # Who shares a room is read only when needed: a room stream that moved by plain
-        # messages (every wake-up of a busy room) needs no such query.
-        sharing: set[str] = set()
         changed: set[str] = set()
         if upto_dl > after_dl:
             sharing = await self.sharing_users(t, user_id)
@@ -240,9 +268,22 @@ class Streams:
                     changed.add(str(other))
                 elif membership in ("leave", "ban"):
                     left.add(str(other))
-        if left and upto_dl <= after_dl:
-            sharing = await self.sharing_users(t, user_id)
-        left -= sharing
+            # The user's rooms that became encrypted: their members now share an
+            # encrypted room with the user.
+            rows = await t.fetchall(
+                "SELECT o.user_id FROM sync_current_state s"
+                " JOIN sync_memberships m ON m.room_id = s.room_id"
+                " JOIN sync_memberships o ON o.room_id = s.room_id AND o.membership = 'join'"
+                " WHERE m.user_id = ? AND m.membership = 'join'"
+                " AND s.type = 'm.room.encryption' AND s.state_key = '' AND s.pos > ?"
+                " AND s.pos <= ?",
+                user_id,
+                after_room,
+                upto_room,
+            )
+            changed |= {str(r[0]) for r in rows}
+        if left:
+            left -= await self.sharing_encrypted_users(t, user_id)
         return sorted(changed - left), sorted(left)
 
     async def latest_positions(self) -> SyncPositions:

@@ -11,6 +11,7 @@ from typing import Any
 
 from myelin.core.canonicaljson import encode_canonical_json
 from myelin.core.signing import (
+    ED25519,
     KeyFormatError,
     SignatureError,
     decode_verify_key,
@@ -65,15 +66,18 @@ def check_signed_by(obj: Mapping[str, Any], user_id: str, key_id: str, public: s
         raise invalid_signature(f"Invalid signature by {key_id}: {exc}") from None
 
 
+#: The messaging algorithms the spec defines (end_to_end_encryption.md, "Messaging
+#: algorithms"). A device listing one of them follows the spec's device-key scheme: its
+#: `ed25519:<device_id>` key is its fingerprint and signs the device's other keys.
+SPEC_MESSAGING_ALGORITHMS = frozenset({"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"})
+
+
 def device_keys(value: Any, user_id: str, device_id: str) -> dict[str, Any]:
     """The `device_keys` of an upload: the caller's own device, in the DeviceKeys shape.
 
-    Only the shape is checked (definitions/device_keys.yaml: all five fields required, `keys`
-    a map of strings, `signatures` a map of maps of strings). The self-signature is not
-    verified: /keys/upload defines no error for it, key names are only a SHOULD
-    (`<algorithm>:<device_id>`), and it is each client that verifies a device's signature
-    before trusting its keys. Cross-signing uploads, where the spec does require checks,
-    go through `check_signed_by`.
+    Checked: the shape (definitions/device_keys.yaml: all five fields required, `keys` a
+    map of strings, `signatures` a map of maps of strings, else M_BAD_JSON), `user_id`
+    and `device_id` equal to the requester's (M_INVALID_PARAM), and the self-signature.
     """
     if not isinstance(value, dict):
         raise bad_json("device_keys must be an object")
@@ -88,9 +92,62 @@ def device_keys(value: Any, user_id: str, device_id: str) -> dict[str, Any]:
     algorithms = value.get("algorithms")
     if not isinstance(algorithms, list) or not all(isinstance(a, str) for a in algorithms):
         raise bad_json("device_keys.algorithms must be a list of strings")
-    _str_map(value.get("keys"), "device_keys.keys")
-    _signatures(value, "device_keys")
+    keys = _str_map(value.get("keys"), "device_keys.keys")
+    signatures = _signatures(value, "device_keys")
+    check_self_signature(value, algorithms, keys, signatures, user_id, device_id)
     return {k: v for k, v in value.items() if k != "unsigned"}
+
+
+def check_self_signature(
+    value: Mapping[str, Any],
+    algorithms: list[str],
+    keys: Mapping[str, str],
+    signatures: Mapping[str, Mapping[str, str]],
+    user_id: str,
+    device_id: str,
+) -> None:
+    """Refuse device keys whose self-signature does not verify (M_INVALID_SIGNATURE, 400).
+
+    The spec gives /keys/upload only a 200 answer, but a device key that carries a false
+    signature by its own fingerprint key is a forgery or a broken client, and storing it
+    would hand every querying client a device it must reject. M_INVALID_SIGNATURE is the
+    code the spec uses for the same fault in cross-signing uploads (cross_signing.yaml).
+
+    The signature is checked when it can be, that is when all of these hold:
+
+    - `algorithms` names a messaging algorithm the spec defines: for others, "details vary
+      depending on the messaging algorithm" (Device keys), so the server cannot know how
+      the device's keys relate to each other (Sytest's cross-signing file uploads a real
+      Ed25519 key under made-up algorithm names with a fixed signature that cannot match
+      its random device ID, and Synapse, which checks nothing here, stores it);
+    - `keys["ed25519:<device_id>"]` is an Ed25519 public key: unpadded standard Base64 of
+      32 bytes. Anything else (test placeholders such as Sytest's `ed25519+key`) cannot
+      verify a signature for anyone, client or server, and is stored as opaque data;
+    - the upload carries a signature `signatures[user_id]["ed25519:<device_id>"]`. Keys
+      without one are stored: they claim nothing, and clients do not trust an unsigned
+      device, so refusing them would protect no one.
+
+    Then the signature must verify over the object without `signatures` and `unsigned`
+    (appendices.md, "Signing JSON"); other signatures (e.g. by a self-signing key, which
+    /keys/signatures/upload checks) are not looked at.
+    """
+    if not SPEC_MESSAGING_ALGORITHMS.intersection(algorithms):
+        return
+    key_id = f"{ED25519}:{device_id}"
+    public = keys.get(key_id)
+    signature = signatures.get(user_id, {}).get(key_id)
+    if public is None or signature is None:
+        return
+    try:
+        verify_key = decode_verify_key(public)
+    except KeyFormatError:
+        return  # not an Ed25519 key: nothing can be verified with it
+    try:
+        verify_signature(signature_blob(value), signature, verify_key)
+    except SignatureError as exc:
+        raise invalid_signature(
+            f"device_keys self-signature by {key_id} does not verify: {exc}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
