@@ -10,11 +10,14 @@ import pytest
 from myelin.core.roomversions import KNOWN_ROOM_VERSIONS
 from myelin.storage import testing
 from myelin.userapi.accounts import UserAPI, UserAPIError
+from tests.support.backends import BACKENDS
 from tests.support.client import SpecClient
 from tests.support.server import ServerProcess, start_server
 
 V3 = "/_matrix/client/v3"
 GET_TOKEN = "/_matrix/client/v1/login/get_token"
+
+pg_dsn = testing.pg_dsn_fixture()
 
 
 async def _get_token(c: SpecClient, token: str, user: str, password: str) -> dict[str, object]:
@@ -98,26 +101,53 @@ async def test_get_token_requires_the_password_every_time(shared_server: ServerP
         assert (status, err["errcode"]) == (401, "M_MISSING_TOKEN")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_expired_and_spent_tokens_are_forbidden(
-    tmp_path: Path, request: pytest.FixtureRequest
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    # Login tokens live in memory, so one backend is enough here.
-    async with testing.open_test_database("sqlite", tmp_path, request) as db:
+    async with testing.open_test_database(backend, tmp_path, request) as db:
         users = await UserAPI.open(db, "localhost")
-        expired = users.issue_login_token("@a:localhost", 0)
+        expired = await users.issue_login_token("@a:localhost", 0)
         with pytest.raises(UserAPIError) as info:
-            users.consume_login_token(expired)
+            await users.consume_login_token(expired)
         assert (info.value.status, info.value.errcode) == (403, "M_FORBIDDEN")
         assert "expired" in info.value.error
         # An expired token is gone too: asking again is the unknown-token answer.
         with pytest.raises(UserAPIError) as info:
-            users.consume_login_token(expired)
+            await users.consume_login_token(expired)
         assert info.value.errcode == "M_FORBIDDEN" and "expired" not in info.value.error
 
-        live = users.issue_login_token("@a:localhost", 60_000)
-        assert users.consume_login_token(live) == "@a:localhost"
+        live = await users.issue_login_token("@a:localhost", 60_000)
+        # Only a digest is stored: the token itself is nowhere in the table.
+        rows = await db.read(lambda t: t.fetchall("SELECT token_digest FROM login_tokens"))
+        assert rows and all(live not in str(r[0]) for r in rows)
+        # Another UserAPI on the same database (a restarted server) honours it, once.
+        again = await UserAPI.open(db, "localhost")
+        assert await again.consume_login_token(live) == "@a:localhost"
         with pytest.raises(UserAPIError):
-            users.consume_login_token(live)
+            await users.consume_login_token(live)
+
+
+async def test_login_token_survives_a_restart(tmp_path: Path) -> None:
+    """A token handed out before a restart logs in after it (tokens are in the database)."""
+    server = start_server(tmp_path / "data")
+    try:
+        async with SpecClient(server.base_url) as c:
+            token = (await c.register("lt_carol", "pw-carol"))["access_token"]
+            got = await _get_token(c, token, "lt_carol", "pw-carol")
+    finally:
+        assert server.stop() == 0
+    server = start_server(tmp_path / "data", port=server.port)
+    try:
+        async with SpecClient(server.base_url) as c:
+            body = {"type": "m.login.token", "token": got["login_token"]}
+            status, login = await c.call("POST", f"{V3}/login", body)
+            assert status == 200, login
+            assert login["user_id"] == "@lt_carol:localhost"
+            status, err = await c.call("POST", f"{V3}/login", body)
+            assert (status, err["errcode"]) == (403, "M_FORBIDDEN")
+    finally:
+        assert server.stop() == 0
 
 
 async def test_capabilities_describe_what_users_may_do(tmp_path: Path) -> None:

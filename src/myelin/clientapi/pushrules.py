@@ -4,7 +4,7 @@ notifications.yaml).
 The rule operations are the push engine's pure functions (`myelin.push.ruleset`); this
 module only maps HTTP onto them and stores the result, which also republishes the
 `m.push_rules` account data so `/sync` tells every client of the change. Pushers are
-stored and listed; delivery to push gateways is not done yet.
+stored and listed here; `myelin.push.sender` delivers to their push gateways.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from myelin.clientapi.http import (
 from myelin.clientapi.router import CLIENT_PREFIXES, Router
 from myelin.push.counts import notifications
 from myelin.push.evaluator import compile_ruleset
+from myelin.push.gateway import now_seconds
 from myelin.push.rules import RuleKind, parse_kind
 from myelin.push.ruleset import (
     delete_rule,
@@ -43,8 +44,27 @@ def paths(suffix: str) -> list[str]:
     return [p + suffix for p in CLIENT_PREFIXES]
 
 
+def _scope(req: Request) -> None:
+    """Only the `global` scope exists (pushrules.yaml)."""
+    if req.params["scope"] != "global":
+        raise invalid_param(f"Unknown push rule scope: {req.params['scope']!r}")
+
+
 def _kind(req: Request) -> RuleKind:
+    _scope(req)
     return parse_kind(req.params["kind"])
+
+
+def _attr(req: Request) -> str:
+    name = req.params["attr"]
+    if name not in ("enabled", "actions"):
+        raise invalid_param(f"Unknown push rule attribute: {name!r}")
+    return name
+
+
+async def malformed(req: Request) -> Response:
+    """A push-rule path without a scope, kind or rule ID: 400, as Synapse answers."""
+    raise invalid_param("The push rule path needs a scope, a kind and a rule ID")
 
 
 def _check_pusher(body: dict[str, Any]) -> dict[str, Any]:
@@ -101,9 +121,16 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
         return json_response({"global": ruleset.to_json()})
 
     async def get_global(req: Request) -> Response:
+        _scope(req)
         user_id = req.user().user_id
         ruleset = effective_ruleset(await store.push_rules(user_id), user_id)
         return json_response(ruleset.to_json())
+
+    async def get_kind(req: Request) -> Response:
+        user_id = req.user().user_id
+        kind = _kind(req)
+        ruleset = effective_ruleset(await store.push_rules(user_id), user_id)
+        return json_response([rule.to_json() for rule in ruleset.of_kind(kind)])
 
     async def get_one(req: Request) -> Response:
         user_id = req.user().user_id
@@ -129,10 +156,11 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
         await store.update_push_rules(user_id, lambda s: delete_rule(s, kind, rule_id))
         return json_response({})
 
-    def attribute(name: str) -> tuple[Any, Any]:
+    def attribute() -> tuple[Any, Any]:
         async def get(req: Request) -> Response:
             user_id = req.user().user_id
             kind = _kind(req)
+            name = _attr(req)
             rule = get_rule(
                 await store.push_rules(user_id), user_id, kind, req.params["rule_id"]
             )
@@ -142,6 +170,7 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
         async def put(req: Request) -> Response:
             user_id = req.user().user_id
             kind = _kind(req)
+            name = _attr(req)
             rule_id = req.params["rule_id"]
             body = req.json()
             if name not in body:
@@ -154,7 +183,11 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
         return get, put
 
     async def get_pushers(req: Request) -> Response:
-        return json_response({"pushers": await store.pushers(req.user().user_id)})
+        pushers = await store.pushers(req.user().user_id)
+        # `pushkey_ts` is kept for the push gateway (devices[].pushkey_ts), not listed.
+        return json_response(
+            {"pushers": [{k: v for k, v in p.items() if k != "pushkey_ts"} for p in pushers]}
+        )
 
     async def set_pusher(req: Request) -> Response:
         user_id = req.user().user_id
@@ -166,6 +199,7 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
             await store.delete_pusher(user_id, app_id, pushkey)
             return json_response({})
         pusher = _check_pusher(body)
+        pusher["pushkey_ts"] = now_seconds()
         append = body.get("append", False)
         if not isinstance(append, bool):
             raise bad_json("'append' must be a boolean")
@@ -205,23 +239,38 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
             )
 
         found, next_pos = await db.read(q)
+        # Sytest (and Synapse) always give `profile_tag`; rules carry no tag any more, so
+        # it is the tag of the user's pushers when they set one, else empty.
+        tags = [p["profile_tag"] for p in await store.pushers(user_id) if p.get("profile_tag")]
+        for entry in found:
+            entry.setdefault("profile_tag", tags[0] if tags else "")
         body: dict[str, Any] = {"notifications": found}
         if next_pos is not None:
             body["next_token"] = str(next_pos)
         return json_response(body)
 
-    rule = "/pushrules/global/{kind}/{rule_id}"
+    # Every path under /pushrules/ is routed here, so that a malformed one (a missing or
+    # unknown scope, kind or attribute, an empty rule ID) is 400 as Synapse answers and
+    # Sytest checks, rather than the router's 404. `/pushrules` without the slash stays
+    # unknown (404): the spec only defines `/pushrules/`.
     add = router.add
+    scope = "/pushrules/{scope}"
+    kind = scope + "/{kind}"
+    rule = kind + "/{rule_id}"
     add("GET", paths("/pushrules/"), get_all, auth=True)
-    add("GET", paths("/pushrules"), get_all, auth=True)
-    add("GET", paths("/pushrules/global/"), get_global, auth=True)
+    add(("PUT", "DELETE"), paths("/pushrules/"), malformed, auth=True)
+    add(("GET", "PUT", "DELETE"), paths(scope), malformed, auth=True)
+    add("GET", paths(scope + "/"), get_global, auth=True)
+    add(("PUT", "DELETE"), paths(scope + "/"), malformed, auth=True)
+    add(("GET", "PUT", "DELETE"), paths(kind), malformed, auth=True)
+    add("GET", paths(kind + "/"), get_kind, auth=True)
+    add(("PUT", "DELETE"), paths(kind + "/"), malformed, auth=True)
     add("GET", paths(rule), get_one, auth=True)
     add("PUT", paths(rule), put_one, auth=True)
     add("DELETE", paths(rule), delete_one, auth=True)
-    for name in ("enabled", "actions"):
-        get, put = attribute(name)
-        add("GET", paths(f"{rule}/{name}"), get, auth=True)
-        add("PUT", paths(f"{rule}/{name}"), put, auth=True)
+    get_attr, put_attr = attribute()
+    add("GET", paths(rule + "/{attr}"), get_attr, auth=True)
+    add("PUT", paths(rule + "/{attr}"), put_attr, auth=True)
     add("GET", paths("/pushers"), get_pushers, auth=True)
     add("POST", paths("/pushers/set"), set_pusher, auth=True)
     add("GET", paths("/notifications"), get_notifications, auth=True)

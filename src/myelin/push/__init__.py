@@ -10,4 +10,13 @@ The push-rule engine is pure code (no I/O), shared by this component and the cli
 - `evaluator`: `evaluate(ruleset, event, context)` gives the matched rule's `PushActions`
   (`is_notify`, `is_highlight`, `sound`, tweaks) or None.
 - `errors`: `PushRuleError`, carrying the HTTP status and Matrix errcode to answer with.
+
+Around it, with I/O:
+
+- `counts`: unread counts and `/notifications`, evaluated from the sync projections.
+- `sender`: the pusher, a reader of the room event log (own durable offset) that queues
+  a notification for the `http` pushers of each user an event notifies, and a badge
+  update after their read receipts.
+- `gateway`: the Push Gateway API payload and its delivery, one queue and task per
+  pusher, with retries and removal of pushers the gateway rejects.
 """

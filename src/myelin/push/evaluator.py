@@ -34,6 +34,7 @@ from myelin.push.rules import (
     ScalarValue,
     SenderNotificationPermission,
     UnknownCondition,
+    effective_actions,
     is_scalar,
 )
 from myelin.push.ruleset import RuleSet
@@ -113,7 +114,7 @@ def actions_result(rule: PushRule) -> PushActions:
     return PushActions(
         kind=rule.kind,
         rule_id=rule.rule_id,
-        actions=rule.actions,
+        actions=effective_actions(rule.actions),
         is_notify=notify,
         is_highlight=notify and tweaks.get("highlight") is True,
         sound=sound if isinstance(sound, str) else None,

@@ -30,7 +30,9 @@ Action = str | Mapping[str, Any]
 """`"notify"` or a `{"set_tweak": name, "value": ...}` object, as on the wire."""
 
 HISTORICAL_ACTIONS = frozenset({"dont_notify", "coalesce"})
-"""Actions older versions defined; push.md says to ignore them by stripping them."""
+"""Actions older versions defined. push.md says to ignore them: they are kept in the rule
+as the client wrote it (GET gives back what PUT set, as Synapse does and Sytest checks)
+but never take effect (`effective_actions` drops them)."""
 
 
 class RuleKind(enum.Enum):
@@ -216,15 +218,13 @@ def parse_conditions(raw: object) -> tuple[Condition, ...]:
 
 
 def parse_actions(raw: object) -> tuple[Action, ...]:
-    """Validated actions with the historical `dont_notify`/`coalesce` stripped."""
+    """Validated actions, historical `dont_notify`/`coalesce` kept (see HISTORICAL_ACTIONS)."""
     if not isinstance(raw, Sequence) or isinstance(raw, str | bytes):
         raise invalid_param("'actions' must be an array")
     actions: list[Action] = []
     for item in raw:
         if isinstance(item, str):
-            if item in HISTORICAL_ACTIONS:
-                continue
-            if item != "notify":
+            if item != "notify" and item not in HISTORICAL_ACTIONS:
                 raise invalid_param(f"Unrecognised push action: {item!r}")
             actions.append(item)
         elif isinstance(item, Mapping):
@@ -235,6 +235,11 @@ def parse_actions(raw: object) -> tuple[Action, ...]:
         else:
             raise invalid_param("A push action must be a string or an object")
     return tuple(actions)
+
+
+def effective_actions(actions: Sequence[Action]) -> tuple[Action, ...]:
+    """The actions that take effect: the historical ones dropped."""
+    return tuple(a for a in actions if not (isinstance(a, str) and a in HISTORICAL_ACTIONS))
 
 
 # --- rules -----------------------------------------------------------------------------
@@ -269,18 +274,16 @@ class PushRule:
 
 
 def validate_user_rule_id(kind: RuleKind, rule_id: str) -> None:
-    """Refuse IDs a user may not create: empty, server-default (leading `.`), `/` or `\\`,
-    and for room and sender rules anything that is not a room or user ID."""
+    """Refuse IDs a user may not create: empty, server-default (leading `.`), `/` or `\\`.
+
+    Room and sender rules are keyed by a room or user ID, but any other ID is accepted
+    as Synapse does (clients and Sytest use room aliases): such a rule never matches."""
     if not rule_id:
         raise invalid_param("The push rule ID must not be empty")
     if rule_id.startswith("."):
         raise invalid_param("Push rule IDs starting with '.' are reserved for server-default rules")
     if "/" in rule_id or "\\" in rule_id:
         raise invalid_param("Push rule IDs must not contain '/' or '\\'")
-    if kind is RuleKind.ROOM and not rule_id.startswith("!"):
-        raise invalid_param("The ID of a room rule must be a room ID")
-    if kind is RuleKind.SENDER and not rule_id.startswith("@"):
-        raise invalid_param("The ID of a sender rule must be a user ID")
 
 
 def parse_user_rule(

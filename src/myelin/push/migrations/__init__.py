@@ -1,0 +1,1 @@
+"""Schema of the push component (numbered SQL files, applied on start)."""

@@ -1,0 +1,333 @@
+"""The pusher: a reader of the room event log that notifies push gateways.
+
+For each accepted new event it finds the users with `http` pushers who are joined to the
+room (or invited by the event), runs the event through each one's push rules and, when
+it notifies, queues a notification for each of their pushers (see `gateway`, which
+delivers them, one task per pusher, with retries). After a read receipt of such a user
+it queues a badge-only notification with the new unread count, so the phone's badge
+clears.
+
+It reads the log from its own offset, kept in `push_position` (written after each
+batch; a crash between queueing and delivering loses those pushes, never repeats a whole
+history), and only up to the sync reader's position: membership and room state come
+from the sync projections, which must already include the event. It waits on the sync
+notifier (woken after every applied batch and every receipt), never by polling. A first
+start begins at the current position: history is never pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from myelin.eventlog.api import EventLog
+from myelin.push.counts import CountCache, evaluate_event, room_context, room_counts
+from myelin.push.evaluator import CompiledRuleSet, compile_ruleset
+from myelin.push.gateway import (
+    EventInfo,
+    GatewayClient,
+    Pusher,
+    PusherKey,
+    PusherQueue,
+    deliver,
+    notification_body,
+)
+from myelin.push.ruleset import StoredRules, effective_ruleset
+from myelin.roomserver.types import InputKind, LogPayload, Status
+from myelin.storage import Database, Txn
+from myelin.syncapi.notifier import Notifier
+from myelin.userapi.accountdata import AccountData
+
+log = logging.getLogger("myelin.push")
+
+COMPONENT = "push"
+MIGRATIONS = "myelin.push.migrations"
+_CHUNK = 200
+
+
+async def _stored_position(t: Txn) -> int | None:
+    value = await t.fetchval("SELECT pos FROM push_position WHERE id = 1")
+    return None if value is None else int(value)
+
+
+async def _save_position(t: Txn, pos: int) -> None:
+    await t.execute(
+        "INSERT INTO push_position (id, pos) VALUES (1, ?)"
+        " ON CONFLICT (id) DO UPDATE SET pos = excluded.pos",
+        pos,
+    )
+
+
+async def _state_content(t: Txn, room_id: str, event_type: str, state_key: str) -> dict[str, Any]:
+    raw = await t.fetchval(
+        "SELECT e.pdu FROM sync_current_state s JOIN sync_events e ON e.event_id = s.event_id"
+        " WHERE s.room_id = ? AND s.type = ? AND s.state_key = ?",
+        room_id,
+        event_type,
+        state_key,
+    )
+    content = orjson.loads(raw).get("content") if raw is not None else None
+    return content if isinstance(content, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class PushSender:
+    """Follows the log and feeds the pushers; `run()` until the notifier closes."""
+
+    def __init__(
+        self,
+        db: Database,
+        log: EventLog,
+        notifier: Notifier,
+        store: AccountData,
+        client: GatewayClient | None = None,
+    ) -> None:
+        self.db = db
+        self.log = log
+        self.notifier = notifier
+        self.store = store
+        self.client = client or GatewayClient()
+        self.position = 0
+        self.receipt_position = 0
+        self._rules: dict[str, tuple[str, CompiledRuleSet]] = {}
+        self._counts = CountCache()
+        self._queues: dict[PusherKey, PusherQueue] = {}
+        self._tasks: dict[PusherKey, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    async def open(self) -> None:
+        await self.db.migrate(COMPONENT, MIGRATIONS)
+        stored = await self.db.read(_stored_position)
+        if stored is None:
+            stored = self.notifier.position
+            await self.db.run(lambda t: _save_position(t, stored))
+        self.position = min(stored, await self.log.head())
+        self.receipt_position = (
+            await self.db.read(lambda t: t.fetchval("SELECT max(pos) FROM receipts")) or 0
+        )
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                try:
+                    while not self.notifier.closed:
+                        with self.notifier.listen(Notifier.PEEKERS) as woken:
+                            try:
+                                await self._catch_up()
+                            except Exception:  # pushes are best effort: never stop serving
+                                log.exception("pusher failed; trying again at the next wake-up")
+                            if self.notifier.closed:
+                                break
+                            await woken
+                finally:
+                    for task in self._tasks.values():
+                        task.cancel()
+        finally:
+            self._tg = None
+            await self.client.close()
+
+    # ------------------------------------------------------------------ the log
+
+    async def _catch_up(self) -> None:
+        upto = self.notifier.position
+        while self.position < upto:
+            entries = await self.log.read(self.position + 1, _CHUNK)
+            entries = [e for e in entries if e.offset <= upto]
+            if not entries:
+                break
+            for entry in entries:
+                payload = LogPayload.decode(entry.record.payload)
+                if payload.status is Status.ACCEPTED and payload.kind is InputKind.NEW:
+                    try:
+                        await self._push_event(payload, upto)
+                    except Exception:  # one bad event must not stop every push
+                        log.exception("push of %s failed", payload.event.event_id)
+            last = entries[-1].offset
+            await self.db.run(functools.partial(_save_position, pos=last), durable=False)
+            self.position = last
+        await self._receipts(upto)
+
+    async def _push_event(self, payload: LogPayload, upto: int) -> None:
+        event = payload.event
+        room_id = event.room_id
+        invited = event.state_key if event.type == "m.room.member" else None
+
+        async def q(t: Txn) -> list[tuple[Pusher, dict[str, Any]]]:
+            rows = await t.fetchall(
+                "SELECT p.user_id, p.pusher FROM pushers p JOIN sync_memberships m"
+                " ON m.user_id = p.user_id AND m.room_id = ?"
+                " WHERE p.user_id <> ? AND (m.membership = 'join'"
+                " OR (m.membership = 'invite' AND m.user_id = ?))",
+                room_id,
+                event.sender,
+                invited or "",
+            )
+            by_user: dict[str, list[Pusher]] = {}
+            for user_id, raw in rows:
+                pusher = Pusher.from_stored(user_id, orjson.loads(raw))
+                if pusher is not None:
+                    by_user.setdefault(user_id, []).append(pusher)
+            out: list[tuple[Pusher, dict[str, Any]]] = []
+            info: EventInfo | None = None
+            pdu = dict(event.pdu)
+            for user_id, pushers in by_user.items():
+                rules = await self._compiled_rules(t, user_id)
+                context, levels = await room_context(t, room_id, user_id)
+                actions = evaluate_event(rules, context, levels, pdu)
+                if actions is None or not actions.is_notify:
+                    continue
+                if info is None:
+                    info = await self._event_info(t, payload)
+                unread = await self._unread(t, user_id, upto)
+                high = actions.is_highlight or actions.sound is not None
+                for pusher in pushers:
+                    body = notification_body(pusher, info, unread, actions.tweaks, high)
+                    out.append((pusher, body))
+            return out
+
+        for pusher, body in await self.db.read(q):
+            self._queue(pusher, body)
+
+    async def _event_info(self, t: Txn, payload: LogPayload) -> EventInfo:
+        event = payload.event
+        member = await _state_content(t, event.room_id, "m.room.member", event.sender)
+        name = _text((await _state_content(t, event.room_id, "m.room.name", "")).get("name"))
+        alias = _text(
+            (await _state_content(t, event.room_id, "m.room.canonical_alias", "")).get("alias")
+        )
+        content = event.pdu.get("content")
+        return EventInfo(
+            event_id=event.event_id,
+            room_id=event.room_id,
+            type=event.type,
+            sender=event.sender,
+            content=content if isinstance(content, dict) else {},
+            state_key=event.state_key,
+            sender_display_name=_text(member.get("displayname")),
+            room_name=name or alias,
+            room_alias=alias,
+        )
+
+    # ------------------------------------------------------------------ counts
+
+    async def _compiled_rules(self, t: Txn, user_id: str) -> CompiledRuleSet:
+        raw = await t.fetchval("SELECT stored FROM push_rules WHERE user_id = ?", user_id)
+        key = raw or ""
+        cached = self._rules.get(user_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        stored = StoredRules() if raw is None else StoredRules.from_json(orjson.loads(raw))
+        compiled = compile_ruleset(effective_ruleset(stored, user_id))
+        if len(self._rules) > 10_000:
+            self._rules.clear()
+        self._rules[user_id] = (key, compiled)
+        return compiled
+
+    async def _unread(self, t: Txn, user_id: str, upto: int) -> int:
+        """The badge: the user's unread notifications over all their joined rooms."""
+        rules = await self._compiled_rules(t, user_id)
+        rooms = await t.fetchall(
+            "SELECT room_id FROM sync_memberships WHERE user_id = ? AND membership = 'join'",
+            user_id,
+        )
+        total = 0
+        for (room_id,) in rooms:
+            counts = await room_counts(t, room_id, user_id, upto, rules, self._counts)
+            total += counts.main.notification_count
+            total += sum(c.notification_count for c in counts.threads.values())
+        return total
+
+    async def _receipts(self, upto: int) -> None:
+        """Badge-only notifications for users with pushers whose receipts moved."""
+        since = self.receipt_position
+
+        async def q(t: Txn) -> tuple[int, list[tuple[Pusher, dict[str, Any]]]]:
+            latest = int(await t.fetchval("SELECT max(pos) FROM receipt_stream") or 0)
+            if latest <= since:
+                return latest, []
+            rooms = await t.fetchall(
+                "SELECT DISTINCT room_id FROM receipt_stream WHERE pos > ? AND pos <= ?",
+                since,
+                latest,
+            )
+            rows = await t.fetchall(
+                "SELECT p.user_id, p.pusher FROM pushers p WHERE p.user_id IN"
+                " (SELECT user_id FROM receipts WHERE room_id = ANY(?) AND pos > ? AND pos <= ?)",
+                [r[0] for r in rooms],
+                since,
+                latest,
+            )
+            out: list[tuple[Pusher, dict[str, Any]]] = []
+            unread: dict[str, int] = {}
+            for user_id, raw in rows:
+                pusher = Pusher.from_stored(user_id, orjson.loads(raw))
+                if pusher is None:
+                    continue
+                if user_id not in unread:
+                    unread[user_id] = await self._unread(t, user_id, upto)
+                out.append((pusher, notification_body(pusher, None, unread[user_id], {}, False)))
+            return latest, out
+
+        latest, bodies = await self.db.read(q)
+        self.receipt_position = max(self.receipt_position, latest)
+        for pusher, body in bodies:
+            self._queue(pusher, body)
+
+    # ------------------------------------------------------------------ delivery
+
+    def _queue(self, pusher: Pusher, body: dict[str, Any]) -> None:
+        key = pusher.key
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = PusherQueue()
+        queue.put(pusher, body)
+        if key not in self._tasks and self._tg is not None:
+            task = self._tg.create_task(
+                deliver(self.client, queue, self._reject), name=f"pusher {key.app_id}"
+            )
+            self._tasks[key] = task
+            task.add_done_callback(lambda _: self._forget(key, task))
+
+    def _forget(self, key: PusherKey, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+            self._queues.pop(key, None)
+
+    async def _reject(self, key: PusherKey) -> None:
+        await self.store.delete_pusher(key.user_id, key.app_id, key.pushkey)
+
+    async def idle(self) -> None:
+        """Wait until every queued notification was delivered or dropped (for tests)."""
+        for queue in list(self._queues.values()):
+            await queue.items.join()
+
+
+@asynccontextmanager
+async def running_sender(
+    db: Database, log: EventLog, notifier: Notifier
+) -> AsyncIterator[PushSender]:
+    """Open the pusher and run it for as long as the block lasts; an error of the block
+    passes through unchanged (not wrapped in the task group's ExceptionGroup)."""
+    sender = PushSender(db, log, notifier, AccountData(db, notifier.wake))
+    await sender.open()
+    body_error: BaseException | None = None
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(sender.run(), name="push-sender")
+        try:
+            yield sender
+        except BaseException as exc:  # re-raised below, after the sender stopped
+            body_error = exc
+        finally:
+            task.cancel()
+    if body_error is not None:
+        raise body_error
