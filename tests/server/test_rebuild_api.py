@@ -56,7 +56,7 @@ async def _workload(c: SpecClient) -> tuple[dict[str, str], list[str]]:
         assert status == 200
         status, _ = await c.call(
             "PUT",
-            f"{V3}/rooms/{room_id}/redact/{sent[3]}/r{n}",
+            f"{V3}/rooms/{room_id}/redact/{sent[2]}/r{n}",  # one of Bob's own
             {"reason": "oops"},
             token=tokens["bob"],
         )

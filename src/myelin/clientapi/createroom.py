@@ -115,7 +115,9 @@ class _Chain:
 
 def parse_version(body: Mapping[str, Any], default: str) -> RoomVersion:
     value = body.get("room_version", default)
-    if not isinstance(value, str) or value not in KNOWN_ROOM_VERSIONS:
+    if not isinstance(value, str):  # e.g. a number: not a version string at all
+        raise MatrixError(400, "M_BAD_JSON", "'room_version' must be a string")
+    if value not in KNOWN_ROOM_VERSIONS:
         raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", f"Unsupported room version {value!r}")
     return room_version(value)
 
@@ -201,10 +203,17 @@ def build_room(
     if alias is not None:
         chain.add("m.room.canonical_alias", {"alias": alias})
     join_rule, history, guest = PRESETS[preset]
-    chain.add("m.room.join_rules", {"join_rule": join_rule})
-    chain.add("m.room.history_visibility", {"history_visibility": history})
-    if guest is not None:
-        chain.add("m.room.guest_access", {"guest_access": guest})
+    # `initial_state` takes precedence over the preset: a preset event it replaces is not
+    # sent at all (else, with history visibility, the room's first events would fall
+    # under the preset's setting instead of the one asked for).
+    given = {(event_type, key) for event_type, key, _ in initial_state}
+    for event_type, field, value in (
+        ("m.room.join_rules", "join_rule", join_rule),
+        ("m.room.history_visibility", "history_visibility", history),
+        ("m.room.guest_access", "guest_access", guest),
+    ):
+        if value is not None and (event_type, "") not in given:
+            chain.add(event_type, {field: value})
     for event_type, state_key, content in initial_state:
         chain.add(event_type, content, state_key)
     if name is not None:

@@ -30,8 +30,9 @@ from myelin.storage import Txn
 from myelin.syncapi import queries
 from myelin.syncapi import relations as rel
 from myelin.syncapi.format import StoredEvent, client_event, now_ms
-from myelin.syncapi.sync import SyncAPI, visible_after
+from myelin.syncapi.sync import SyncAPI
 from myelin.syncapi.tokens import StreamToken
+from myelin.syncapi.visibility import VisibilityCheck
 
 MAX_RECURSION = 3
 DEFAULT_LIMIT = 50
@@ -88,19 +89,27 @@ async def serve_events(
     ]
 
 
-async def readable_range(
+async def readable(
     sync: SyncAPI, t: Txn, user_id: str, room_id: str, *, hide: bool
-) -> tuple[int, int]:
-    """`(floor, upto)`: the positions of the room the user may read are `floor < pos <= upto`.
-    Not being in the room is M_FORBIDDEN, or M_NOT_FOUND with `hide` (endpoints whose spec
+) -> tuple[int, int, VisibilityCheck]:
+    """`(floor, upto, check)`: the events of the room the user may read lie in
+    `floor < pos <= upto` and pass `check.allows` (history visibility at each event).
+    Reading nothing is M_FORBIDDEN, or M_NOT_FOUND with `hide` (endpoints whose spec
     answers 404 so as not to reveal what exists)."""
     try:
-        upto = await sync.visible_upto(t, user_id, room_id)
+        return await sync.history_span(t, user_id, room_id)
     except MatrixError as err:
         if hide:
             raise not_found("Event not found") from None
         raise err
-    return await visible_after(t, room_id, user_id), upto
+
+
+async def readable_range(
+    sync: SyncAPI, t: Txn, user_id: str, room_id: str, *, hide: bool
+) -> tuple[int, int]:
+    """`(floor, upto)` of `readable`."""
+    floor, upto, _ = await readable(sync, t, user_id, room_id, hide=hide)
+    return floor, upto
 
 
 async def descendants(t: Txn, room_id: str, parent_id: str, depth: int) -> dict[str, int]:
@@ -139,9 +148,9 @@ def install(router: Router, sync: SyncAPI) -> None:
         recurse = recurse_text == "true"
 
         async def q(t: Txn) -> dict[str, Any]:
-            floor, upto = await readable_range(sync, t, who.user_id, room_id, hide=True)
+            floor, upto, vis = await readable(sync, t, who.user_id, room_id, hide=True)
             parent = await queries.event_pos(t, event_id)
-            if parent is None or parent.room_id != room_id or not floor < parent.pos <= upto:
+            if parent is None or parent.room_id != room_id or not vis.allows(parent):
                 raise not_found("Event not found")
             if backwards:
                 hi = min(upto, start if start is not None else upto)
@@ -170,6 +179,7 @@ def install(router: Router, sync: SyncAPI) -> None:
                         descending=backwards,
                     )
                 )
+            found = [e for e in found if vis.allows(e)]
             found.sort(key=lambda e: e.pos, reverse=backwards)
             more = len(found) > limit
             chunk = found[:limit]
@@ -197,7 +207,7 @@ def install(router: Router, sync: SyncAPI) -> None:
         start = token_param(req, "from")
 
         async def q(t: Txn) -> dict[str, Any]:
-            floor, upto = await readable_range(sync, t, who.user_id, room_id, hide=False)
+            _, upto, vis = await readable(sync, t, who.user_id, room_id, hide=False)
             before = min(upto + 1, start if start is not None else upto + 1)
             roots = await rel.thread_roots(
                 t,
@@ -212,7 +222,7 @@ def install(router: Router, sync: SyncAPI) -> None:
             chunk = [
                 found[r]
                 for r, _ in roots
-                if r in found and found[r].room_id == room_id and floor < found[r].pos <= upto
+                if r in found and found[r].room_id == room_id and vis.allows(found[r])
             ]
             body: dict[str, Any] = {
                 "chunk": await serve_events(t, who.user_id, who.device_id, chunk)

@@ -24,16 +24,23 @@ def paths(suffix: str) -> list[str]:
 
 
 async def _public_rooms(t: Txn) -> list[str]:
+    """Rooms whose members anyone may find: joinable by anyone (`public` join rule) or
+    readable by anyone (`world_readable` history), as Synapse's directory counts them."""
     rows = await t.fetchall(
-        "SELECT s.room_id, e.pdu FROM sync_current_state s"
+        "SELECT s.room_id, s.type, e.pdu FROM sync_current_state s"
         " JOIN sync_events e ON e.event_id = s.event_id"
-        " WHERE s.type = 'm.room.join_rules' AND s.state_key = ''"
+        " WHERE s.state_key = ''"
+        " AND s.type IN ('m.room.join_rules', 'm.room.history_visibility')"
     )
-    return [
-        str(room_id)
-        for room_id, raw in rows
-        if orjson.loads(raw).get("content", {}).get("join_rule") == "public"
-    ]
+    public = set()
+    for room_id, event_type, raw in rows:
+        content = orjson.loads(raw).get("content", {})
+        if (event_type == "m.room.join_rules" and content.get("join_rule") == "public") or (
+            event_type == "m.room.history_visibility"
+            and content.get("history_visibility") == "world_readable"
+        ):
+            public.add(str(room_id))
+    return sorted(public)
 
 
 async def _candidates(t: Txn, searcher: str) -> dict[str, dict[str, str]]:
@@ -42,15 +49,19 @@ async def _candidates(t: Txn, searcher: str) -> dict[str, dict[str, str]]:
         "SELECT room_id FROM sync_memberships WHERE user_id = ? AND membership = 'join'",
         searcher,
     )
-    room_ids = sorted({str(r[0]) for r in own} | set(await _public_rooms(t)))
+    public = set(await _public_rooms(t))
+    room_ids = sorted({str(r[0]) for r in own} | public)
     rows = await t.fetchall(
-        "SELECT o.user_id, e.pdu FROM sync_memberships o"
+        "SELECT o.user_id, o.room_id, e.pdu FROM sync_memberships o"
         " JOIN sync_events e ON e.event_id = o.event_id"
         " WHERE o.membership = 'join' AND o.room_id = ANY(?)",
         room_ids,
     )
     found: dict[str, dict[str, str]] = {}
-    for user_id, raw in rows:
+    for user_id, room_id, raw in rows:
+        if user_id == searcher and room_id not in public:
+            continue  # sharing a private room with oneself does not list one
+
         content = orjson.loads(raw).get("content", {})
         entry = found.setdefault(str(user_id), {})
         for key in ("displayname", "avatar_url"):

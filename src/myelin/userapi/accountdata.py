@@ -29,6 +29,8 @@ Wake = Callable[[Iterable[str]], None]
 SERVER_CONTROLLED = frozenset({"m.push_rules", "m.fully_read"})
 PUSH_RULES_TYPE = "m.push_rules"
 TAG_TYPE = "m.tag"
+#: The key, inside a stored pusher, of the device whose access token created it.
+PUSHER_DEVICE = "myelin.device_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,22 @@ async def _get(t: Txn, user_id: str, room_id: str, data_type: str) -> dict[str, 
         return None
     value: dict[str, Any] = orjson.loads(raw)
     return value
+
+
+async def delete_other_devices_pushers(t: Txn, user_id: str, device_id: str) -> None:
+    """Drop the user's pushers created by other devices' access tokens (a password
+    change that logs the other devices out takes their pushers too, as on Synapse)."""
+    rows = await t.fetchall(
+        "SELECT app_id, pushkey, pusher FROM pushers WHERE user_id = ?", user_id
+    )
+    for app_id, pushkey, raw in rows:
+        if orjson.loads(raw).get(PUSHER_DEVICE) != device_id:
+            await t.execute(
+                "DELETE FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?",
+                user_id,
+                app_id,
+                pushkey,
+            )
 
 
 async def latest_position(t: Txn) -> int:
