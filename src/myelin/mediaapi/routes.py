@@ -3,7 +3,7 @@
 - `POST /_matrix/media/v3/upload`, `POST /_matrix/media/v1/create`,
   `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`: uploads; their bodies are
   streamed (route `stream=True`), never buffered whole.
-- `GET /_matrix/client/v1/media/{download,thumbnail,config}/...`: the authenticated
+- `GET /_matrix/client/v1/media/{download,thumbnail,config,preview_url}/...`: the authenticated
   endpoints of Matrix 1.11, and the deprecated unauthenticated `/_matrix/media/v3/...`
   ones (still served: this server has not "frozen" them).
 
@@ -25,6 +25,7 @@ from myelin.clientapi.http import (
 )
 from myelin.clientapi.router import Router
 from myelin.mediaapi.headers import BadHeaderValue, check_filename, media_headers
+from myelin.mediaapi.preview import UrlPreviewer, parse_url
 from myelin.mediaapi.repository import MediaRepository, Served
 from myelin.mediaapi.thumbnails import METHODS, Method
 
@@ -112,8 +113,9 @@ def _served(served: Served, filename: str | None, *, inline: bool = False) -> Re
 
 
 class MediaRoutes:
-    def __init__(self, repo: MediaRepository) -> None:
+    def __init__(self, repo: MediaRepository, previews: UrlPreviewer | None = None) -> None:
         self.repo = repo
+        self.previews = previews
 
     async def upload(self, req: Request) -> Response:
         uri = await self.repo.upload(
@@ -175,9 +177,18 @@ class MediaRoutes:
     async def config(self, req: Request) -> Response:
         return json_response({"m.upload.size": self.repo.limits.max_upload_size})
 
+    async def preview_url(self, req: Request) -> Response:
+        if self.previews is None or not self.previews.settings.enabled:
+            raise MatrixError(404, "M_UNRECOGNIZED", "URL previews are disabled on this server")
+        url = parse_url(req.query_param("url"))
+        _int_param(req, "ts", required=False)  # checked; any fresh preview answers it
+        return json_response(await self.previews.preview(url, req.user().user_id))
 
-def install(router: Router, repo: MediaRepository) -> MediaRoutes:
-    routes = MediaRoutes(repo)
+
+def install(
+    router: Router, repo: MediaRepository, previews: UrlPreviewer | None = None
+) -> MediaRoutes:
+    routes = MediaRoutes(repo, previews)
     legacy = LEGACY_PREFIXES
     router.add("POST", [f"{p}/upload" for p in legacy], routes.upload, auth=True, stream=True)
     router.add(
@@ -207,4 +218,5 @@ def install(router: Router, repo: MediaRepository) -> MediaRoutes:
             allow_guest=True,
         )
         router.add("GET", f"{prefix}/config", routes.config, auth=True, allow_guest=True)
+        router.add("GET", f"{prefix}/preview_url", routes.preview_url, auth=True)
     return routes
