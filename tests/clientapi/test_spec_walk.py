@@ -205,9 +205,15 @@ async def test_guest_accounts_when_allowed(tmp_path: Path) -> None:
             assert status == 200 and guest["user_id"].startswith("@guest")
             status, who = await c.call("GET", f"{V3}/account/whoami", token=guest["access_token"])
             assert (status, who["is_guest"]) == (200, True)
-            # Guests may not manage devices.
+            # Guests may list their devices (guest_access.md) but not delete them.
+            status, listed = await c.call("GET", f"{V3}/devices", token=guest["access_token"])
+            assert status == 200 and len(listed["devices"]) == 1
             status, err = await c.call(
-                "GET", f"{V3}/devices", token=guest["access_token"], validate=False
+                "POST",
+                f"{V3}/delete_devices",
+                {"devices": []},
+                token=guest["access_token"],
+                validate=False,
             )
             assert (status, err["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
     finally:
