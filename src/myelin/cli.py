@@ -38,6 +38,13 @@ _SETTINGS: list[tuple[str, str, Any, str]] = [
     ("--log-level", "log_level", click.Choice(["debug", "info", "warning", "error"]),
      "Log level of log/myelin.log [info]"),
     ("--public-baseurl", "public_baseurl", str, "Client-facing URL for .well-known"),
+    ("--app-service-config-files", "app_service_config_files", str,
+     "Application service registration files (YAML), comma-separated"),
+    ("--url-preview/--no-url-preview", "url_preview_enabled", None, "Serve URL previews [on]"),
+    ("--url-preview-ip-range-blacklist", "url_preview_ip_range_blacklist", str,
+     "CIDR ranges URL previews may not reach, comma-separated [special-purpose ranges]"),
+    ("--url-preview-ip-range-whitelist", "url_preview_ip_range_whitelist", str,
+     "CIDR ranges URL previews may reach despite the blacklist, comma-separated"),
 ]
 
 

@@ -35,5 +35,20 @@ export MYELIN_DEFAULT_ROOM_VERSION="${MYELIN_SYTEST_ROOM_VERSION:-10}"
 export MYELIN_RATE_LIMIT=false
 export MYELIN_DATABASE=sqlite
 export MYELIN_LOG_LEVEL="${MYELIN_SYTEST_LOG_LEVEL:-info}"
+# URL previews refuse loopback by default; sytest's own web server (the pages of
+# tests/51media/20urlpreview.pl) listens on "localhost".
+export MYELIN_URL_PREVIEW_IP_RANGE_WHITELIST=127.0.0.1/32,::1/128
+# Application service registrations that sytest wrote (only for server-0), from the JSON
+# config of the Command plugin; relative paths are relative to sytest's own directory.
+if [ -n "${SYTEST_CONFIG:-}" ] && [ -f "$SYTEST_CONFIG" ]; then
+  MYELIN_APP_SERVICE_CONFIG_FILES=$(python3 -c '
+import json, os, sys
+files = json.load(open(sys.argv[1])).get("app_service_config_files") or []
+print(",".join(os.path.join(sys.argv[2], f) for f in files))' "$SYTEST_CONFIG" "${SYTEST_DIR:-.}")
+  export MYELIN_APP_SERVICE_CONFIG_FILES
+fi
+# Outbound HTTPS (push gateways: sytest's test server) trusts sytest's CA; OpenSSL's
+# standard variable, read by Python's default TLS context.
+if [ -n "${SYTEST_CA_CERT:-}" ]; then export SSL_CERT_FILE="$SYTEST_CA_CERT"; fi
 
 exec "$REPO/.venv/bin/myelin" serve

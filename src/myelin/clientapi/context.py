@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from myelin.appservice.service import AppServices
 from myelin.server.config import Config
 from myelin.server.signingkey import ServerKey
 from myelin.userapi.accounts import UserAPI
@@ -14,6 +15,8 @@ class ClientContext:
     config: Config
     users: UserAPI
     key: ServerKey
+    #: The registered application services (empty when none are configured).
+    appservices: AppServices | None = None
 
     @property
     def server_name(self) -> str:

@@ -9,10 +9,14 @@ sync projections of current state.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from myelin.clientapi.http import MatrixError, forbidden, invalid_param, not_found
+from myelin.core.auth import get_power_level, get_required_level
 from myelin.core.identifiers import is_valid_room_alias, is_valid_room_id, server_name_of
+from myelin.roomserver.queries import RoomQueries
+from myelin.roomserver.types import UnknownRoomError
 from myelin.storage import Database, Migration, Txn
 from myelin.syncapi import queries
 
@@ -40,6 +44,11 @@ class Directory:
     def __init__(self, db: Database, server_name: str) -> None:
         self.db = db
         self.server_name = server_name
+        #: Asked about an unknown alias (application services may create it); whether
+        #: it may exist now.
+        self.on_unknown_alias: Callable[[str], Awaitable[bool]] | None = None
+        #: Raises when `creator` may not create `alias` (exclusive AS namespaces).
+        self.check_new_alias: Callable[[str, str], None] | None = None
 
     async def open(self) -> None:
         await self.db.migrate(COMPONENT, MIGRATIONS)
@@ -54,10 +63,16 @@ class Directory:
         value = await self.db.read(
             lambda t: t.fetchval("SELECT room_id FROM dir_aliases WHERE alias = ?", alias)
         )
+        if value is None and self.on_unknown_alias and await self.on_unknown_alias(alias):
+            value = await self.db.read(
+                lambda t: t.fetchval("SELECT room_id FROM dir_aliases WHERE alias = ?", alias)
+            )
         return None if value is None else str(value)
 
     async def add(self, alias: str, room_id: str, creator: str) -> None:
         self.check_alias(alias)
+        if self.check_new_alias is not None:
+            self.check_new_alias(alias, creator)
 
         async def txn(t: Txn) -> None:
             if await t.fetchval("SELECT 1 FROM dir_aliases WHERE alias = ?", alias):
@@ -81,6 +96,14 @@ class Directory:
             await t.execute("DELETE FROM dir_aliases WHERE alias = ?", alias)
 
         await self.db.run(txn)
+
+    async def move_aliases(self, old_room_id: str, new_room_id: str) -> None:
+        """Point every alias of `old_room_id` at `new_room_id` (a room upgrade)."""
+        await self.db.run(
+            lambda t: t.execute(
+                "UPDATE dir_aliases SET room_id = ? WHERE room_id = ?", new_room_id, old_room_id
+            )
+        )
 
     async def aliases_of(self, room_id: str) -> list[str]:
         rows = await self.db.read(
@@ -108,7 +131,18 @@ class Directory:
         )
         return value is not None
 
-    async def public_rooms(self, limit: int | None, since: str | None, term: str | None) -> Any:
+    async def public_rooms(
+        self,
+        limit: int | None,
+        since: str | None,
+        term: str | None,
+        *,
+        instance: str | None = None,
+        all_networks: bool = False,
+    ) -> Any:
+        """The public rooms: the main list, or the list one application service keeps for
+        a third-party network (`instance`: "<AS id>|<network id>", the AS's table in
+        `myelin.appservice`), or both (`all_networks`)."""
         if limit is not None and limit < 0:
             raise invalid_param("'limit' must not be negative")
         offset = 0
@@ -118,7 +152,21 @@ class Directory:
             offset = int(since[1:])
 
         async def q(t: Txn) -> list[dict[str, Any]]:
-            rows = await t.fetchall("SELECT room_id FROM dir_public_rooms ORDER BY room_id")
+            if instance is not None:
+                as_id, _, network = instance.partition("|")
+                rows = await t.fetchall(
+                    "SELECT room_id FROM as_room_lists WHERE as_id = ? AND network_id = ?"
+                    " ORDER BY room_id",
+                    as_id,
+                    network,
+                )
+            elif all_networks:
+                rows = await t.fetchall(
+                    "SELECT room_id FROM dir_public_rooms UNION"
+                    " SELECT room_id FROM as_room_lists ORDER BY room_id"
+                )
+            else:
+                rows = await t.fetchall("SELECT room_id FROM dir_public_rooms ORDER BY room_id")
             rooms = []
             for (room_id,) in rows:
                 summary = await _summary(t, room_id)
@@ -179,6 +227,39 @@ async def _summary(t: Txn, room_id: str) -> dict[str, Any] | None:
     if isinstance(room_type, str):
         out["room_type"] = room_type
     return out
+
+
+async def may_manage_aliases(rs: RoomQueries, room_id: str, user_id: str) -> bool:
+    """Whether the user may delete others' aliases of the room: joined, with the power to
+    set its `m.room.canonical_alias` (as Synapse decides)."""
+    try:
+        state = await rs.current_state_events(
+            room_id,
+            [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", user_id)],
+        )
+    except UnknownRoomError:
+        return False
+    member = state.get(("m.room.member", user_id))
+    if member is None or member.membership != "join":
+        return False
+    return get_power_level(user_id, state) >= get_required_level(
+        "m.room.canonical_alias", True, state
+    )
+
+
+def without_alias(content: dict[str, Any], alias: str) -> dict[str, Any] | None:
+    """The canonical alias content with `alias` removed (from `alias` and `alt_aliases`),
+    or None when it does not name it."""
+    out = dict(content)
+    changed = False
+    if out.get("alias") == alias:
+        del out["alias"]
+        changed = True
+    alt = out.get("alt_aliases")
+    if isinstance(alt, list) and alias in alt:
+        out["alt_aliases"] = [a for a in alt if a != alias]
+        changed = True
+    return out if changed else None
 
 
 def check_room_id(room_id: str) -> str:

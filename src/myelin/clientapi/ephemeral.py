@@ -120,8 +120,8 @@ def install(router: Router, eph: Ephemeral) -> None:
         if target != user_id and not await eph.shares_room(user_id, target):
             raise forbidden("You do not share a room with this user")
         found = await eph.get_presence(target)
-        if found is None:
-            raise MatrixError(404, "M_NOT_FOUND", "No presence known for this user")
+        if found is None:  # never set: a user we know of and who was never seen is offline
+            found = {"presence": "offline"}
         return json_response(found)
 
     room = "/rooms/{room_id}"

@@ -33,6 +33,12 @@ def install(router: Router, store: AccountData, rooms: RoomComponents, users: Us
     async def known_user(user_id: str) -> dict[str, str]:
         if not is_valid_user_id(user_id):
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid user ID")
+        remote = rooms.writer.remote
+        if remote is not None and user_id.partition(":")[2] != users.server_name:
+            found: dict[str, str] | None = await remote.query_profile(user_id)
+            if found is None:
+                raise MatrixError(404, "M_NOT_FOUND", "Profile not found")
+            return found
         profile = await store.profile(user_id)
         if profile is None:
             if await users.account(user_id) is None:
@@ -81,6 +87,8 @@ def install(router: Router, store: AccountData, rooms: RoomComponents, users: Us
         if req.params["user_id"] != user_id:
             raise MatrixError(403, "M_FORBIDDEN", "Cannot change another user's profile")
         key = req.params["key"]
+        if req.user().is_guest and key != "displayname":  # guest_access.md
+            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may only set a display name")
         if key not in FIELDS:
             raise MatrixError(403, "M_FORBIDDEN", f"Profile field {key!r} cannot be set here")
         if value is not None:
@@ -88,8 +96,8 @@ def install(router: Router, store: AccountData, rooms: RoomComponents, users: Us
                 raise bad_json(f"'{key}' must be a string")
             if len(value) > MAX_FIELD:
                 raise MatrixError(400, "M_TOO_LARGE", f"'{key}' is too long")
-            if key == "avatar_url" and value and not value.startswith("mxc://"):
-                raise bad_json("'avatar_url' must be an mxc:// URI")
+            # avatar_url is meant to be an mxc:// URI, but any string is kept, as the
+            # reference server does (bridges and Sytest set http:// URLs).
         await store.set_profile_field(user_id, key, value)
         await propagate(user_id, key, value)
         return json_response({})
@@ -106,5 +114,7 @@ def install(router: Router, store: AccountData, rooms: RoomComponents, users: Us
 
     router.add("GET", paths("/profile/{user_id}"), get_profile)
     router.add("GET", paths("/profile/{user_id}/{key}"), get_field)
-    router.add("PUT", paths("/profile/{user_id}/{key}"), put_field, auth=True)
-    router.add("DELETE", paths("/profile/{user_id}/{key}"), delete_field, auth=True)
+    router.add("PUT", paths("/profile/{user_id}/{key}"), put_field, auth=True, allow_guest=True)
+    router.add(
+        "DELETE", paths("/profile/{user_id}/{key}"), delete_field, auth=True, allow_guest=True
+    )

@@ -26,9 +26,9 @@ from myelin.clientapi.http import (
 from myelin.clientapi.relations import serve_events
 from myelin.clientapi.router import CLIENT_PREFIXES, Router
 from myelin.storage import Txn
-from myelin.syncapi import queries
+from myelin.syncapi import queries, visibility
 from myelin.syncapi import search as index
-from myelin.syncapi.sync import SyncAPI, visible_after
+from myelin.syncapi.sync import SyncAPI
 from myelin.syncapi.tokens import StreamToken
 
 DEFAULT_LIMIT = 10
@@ -106,9 +106,13 @@ def install(router: Router, sync: SyncAPI) -> None:
                 senders=senders,
                 not_senders=not_senders,
             )
-            floors = {r: await visible_after(t, r, who.user_id) for r in {h.room_id for h in hits}}
+            checks = {
+                r: await visibility.load(t, r, who.user_id) for r in {h.room_id for h in hits}
+            }
+            end = visibility.END
+            floors = {r: (c.span(end) or (end, 0))[0] for r, c in checks.items()}
             more = len(hits) > limit
-            hits = [h for h in hits[:limit] if h.pos > floors[h.room_id]]
+            hits = [h for h in hits[:limit] if checks[h.room_id].allows_at(h.pos)]
             events = {
                 e.event_id: e for e in await queries.events_by_id(t, [h.event_id for h in hits])
             }

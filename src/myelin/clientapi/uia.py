@@ -59,6 +59,10 @@ async def authenticate(
     until a flow is complete; a failed stage (wrong password) is the same 401 with
     errcode M_FORBIDDEN, so the client may try again in the same session.
     """
+    if req.requester is not None and req.requester.app_service is not None:
+        # An application service acts for its users with its own token: no UIA
+        # (application-service-api.md; the reference server does the same).
+        return f"appservice:{req.requester.app_service}"
     auth = opt_dict(body, "auth")
     uri = req.path
     if auth is None:

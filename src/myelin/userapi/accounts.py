@@ -111,10 +111,6 @@ class UserAPI:
         self._tokens_of: dict[str, set[str]] = {}
         self._generation: dict[str, int] = {}
         self._last_seen: dict[tuple[str, str], tuple[int, str]] = {}
-        # m.login.token tokens: digest -> (user ID, expiry in ms). Kept in memory only:
-        # they live for minutes and are used once, so losing them on restart just means
-        # the other client asks for a new one.
-        self._login_tokens: dict[str, tuple[str, int]] = {}
 
     @classmethod
     async def open(
@@ -183,11 +179,42 @@ class UserAPI:
                 int(is_guest),
                 int(is_admin),
             )
+            if is_guest:  # a guest chose no name: its localpart is its name, as on Synapse
+                await t.execute(
+                    "INSERT INTO profiles (user_id, displayname) VALUES (?, ?)",
+                    user_id,
+                    user_id[1:].split(":", 1)[0],
+                )
 
         try:
             await self.db.run(txn)
         except IntegrityError:
             raise UserAPIError(400, "M_USER_IN_USE", "User ID already taken") from None
+
+    async def upgrade_guest(self, user_id: str, password: str | None) -> None:
+        """Make a guest account a full one, keeping its user ID (guest_access.md: register
+        with the guest's access token). Its cached tokens are dropped so that the next
+        request sees a full account; M_FORBIDDEN if it is not a guest (any more)."""
+        hashed = await hash_password(password) if password is not None else None
+
+        async def txn(t: Txn) -> bool:
+            found = await t.fetchval(
+                "SELECT is_guest FROM users WHERE user_id = ? AND deactivated = 0", user_id
+            )
+            if not found:
+                return False
+            await t.execute(
+                "UPDATE users SET is_guest = 0, password_hash = ? WHERE user_id = ?",
+                hashed,
+                user_id,
+            )
+            return True
+
+        try:
+            if not await self.db.run(txn):
+                raise UserAPIError(403, "M_FORBIDDEN", "Only a guest account can be upgraded")
+        finally:
+            self._forget_tokens(user_id)
 
     async def account(self, user_id: str) -> tuple[str | None, bool, bool] | None:
         """(password hash, deactivated, is_guest) of an account, or None."""
@@ -469,29 +496,51 @@ class UserAPI:
             )
         )
 
-    def issue_login_token(self, user_id: str, lifetime_ms: int) -> str:
-        """A single-use token that logs another client in as `user_id` (m.login.token)."""
-        now = now_ms()
-        for stale in [d for d, (_, until) in self._login_tokens.items() if until <= now]:
-            del self._login_tokens[stale]
-        if len(self._login_tokens) >= TOKEN_CACHE_SIZE:
-            raise UserAPIError(429, "M_LIMIT_EXCEEDED", "Too many outstanding login tokens")
+    async def issue_login_token(self, user_id: str, lifetime_ms: int) -> str:
+        """A single-use token that logs another client in as `user_id` (m.login.token).
+
+        Stored (as a digest, with its expiry) in the database, so a restart between
+        issuing and using it does not break the login; expired tokens are swept here."""
         token = _new_token("mylt")
-        self._login_tokens[_digest(token)] = (user_id, now + lifetime_ms)
+        digest = _digest(token)
+
+        async def txn(t: Txn) -> bool:
+            now = now_ms()
+            await t.execute("DELETE FROM login_tokens WHERE expires_at <= ?", now)
+            outstanding = await t.fetchval(
+                "SELECT count(*) FROM login_tokens WHERE user_id = ?", user_id
+            )
+            if int(outstanding or 0) >= MAX_LOGIN_TOKENS_PER_USER:
+                return False
+            await t.execute(
+                "INSERT INTO login_tokens (token_digest, user_id, expires_at) VALUES (?, ?, ?)",
+                digest,
+                user_id,
+                now + lifetime_ms,
+            )
+            return True
+
+        if not await self.db.run(txn):
+            raise UserAPIError(429, "M_LIMIT_EXCEEDED", "Too many outstanding login tokens")
         return token
 
-    def consume_login_token(self, token: str) -> str:
+    async def consume_login_token(self, token: str) -> str:
         """The user a login token stands for; the token is spent by this call, valid or not.
 
         Unknown, already used and expired tokens are all 403 M_FORBIDDEN, as the spec asks.
         """
-        entry = self._login_tokens.pop(_digest(token), None)
-        if entry is None:
+        digest = _digest(token)
+        row = await self.db.run(
+            lambda t: t.fetchone(
+                "DELETE FROM login_tokens WHERE token_digest = ? RETURNING user_id, expires_at",
+                digest,
+            )
+        )
+        if row is None:
             raise UserAPIError(403, "M_FORBIDDEN", "Invalid or already used login token")
-        user_id, valid_until = entry
-        if valid_until <= now_ms():
+        if int(row[1]) <= now_ms():
             raise UserAPIError(403, "M_FORBIDDEN", "Login token has expired")
-        return user_id
+        return str(row[0])
 
     def _forget_tokens(self, user_id: str) -> None:
         """Called after every change that may revoke a token of `user_id`."""
@@ -664,4 +713,6 @@ class UserAPI:
 
 UIA_SESSION_LIFETIME_MS = 30 * 60 * 1000
 TOKEN_CACHE_SIZE = 100_000
+#: Unused, unexpired m.login.token tokens one user may hold at once.
+MAX_LOGIN_TOKENS_PER_USER = 100
 LAST_SEEN_INTERVAL_MS = 5 * 60 * 1000
