@@ -35,7 +35,7 @@ from myelin.push.ruleset import (
 )
 from myelin.storage import Database, Txn
 from myelin.syncapi.notifier import Notifier
-from myelin.userapi.accountdata import AccountData
+from myelin.userapi.accountdata import PUSHER_DEVICE, AccountData
 
 MAX_NOTIFICATIONS = 100
 
@@ -184,9 +184,11 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
 
     async def get_pushers(req: Request) -> Response:
         pushers = await store.pushers(req.user().user_id)
-        # `pushkey_ts` is kept for the push gateway (devices[].pushkey_ts), not listed.
+        # `pushkey_ts` is kept for the push gateway (devices[].pushkey_ts), and the
+        # creating device for password changes (`PUSHER_DEVICE`); neither is listed.
+        hidden = ("pushkey_ts", PUSHER_DEVICE)
         return json_response(
-            {"pushers": [{k: v for k, v in p.items() if k != "pushkey_ts"} for p in pushers]}
+            {"pushers": [{k: v for k, v in p.items() if k not in hidden} for p in pushers]}
         )
 
     async def set_pusher(req: Request) -> Response:
@@ -200,6 +202,7 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
             return json_response({})
         pusher = _check_pusher(body)
         pusher["pushkey_ts"] = now_seconds()
+        pusher[PUSHER_DEVICE] = req.user().device_id
         append = body.get("append", False)
         if not isinstance(append, bool):
             raise bad_json("'append' must be a boolean")
