@@ -23,11 +23,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import fcntl
-import functools
 import itertools
 import os
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -51,6 +49,7 @@ from myelin.eventlog.segments import (
     scan_sealed,
     segment_name,
 )
+from myelin.storage.threads import Workers
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
@@ -139,7 +138,7 @@ class DiskEventLog:
         self._cache_bytes = 0
         self._counters = _Counters()
         self._reader_locks: dict[str, asyncio.Lock] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Workers | None = None
         # Owned by the writer thread once open:
         self._write_fd = -1
         self._write_pos = 0
@@ -151,8 +150,8 @@ class DiskEventLog:
         if self._opened:
             raise RuntimeError("an event log object can be opened only once")
         self._opened = True
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="eventlog-writer")
-        job = asyncio.get_running_loop().run_in_executor(self._executor, self._open_blocking)
+        self._executor = Workers("eventlog-writer")
+        job = self._executor.submit(self._open_blocking)
         cancelled = await wait_through_cancellation(job)
         try:
             recovered: _Recovered = job.result()
@@ -236,8 +235,7 @@ class DiskEventLog:
 
     async def _in_writer_thread(self, fn: Any, *args: Any) -> Any:
         assert self._executor is not None
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        return await self._executor.call(fn, *args)
 
     # ------------------------------------------------------------------ closing
 
@@ -280,8 +278,8 @@ class DiskEventLog:
         active = self._segments[-1]
         new_segment = active.size >= self._segment_bytes and active.last >= active.base
         assert self._executor is not None
-        written: _Written = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._write_blocking, first, records, new_segment
+        written: _Written = await self._executor.call(
+            self._write_blocking, first, records, new_segment
         )
         self._apply(records, first, written)
         return first

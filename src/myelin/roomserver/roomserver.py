@@ -17,12 +17,15 @@ of one room strictly in order. For each event:
 A room's decided batch then joins the commit queue (FIFO), and whoever holds the commit
 lock commits every queued batch, of any number of rooms, at once: their log records
 (event, status, state before it as a delta, change of current state) are appended in one
-call, which is the commit point, then the projections are written in one transaction and
-the callers answered. So no event ID is returned and no query sees an event before it is
-durably in the log. The room's lock is let go once its batch is queued: its next batch
-is decided on top of the in-memory model while this one commits (an event that needs
-an uncommitted one from the projections waits for that commit). Concurrent rooms also
-share their event look-ups (one read per round).
+call, which is the commit point, then the projections are written in one transaction
+(with those of the followers that are caught up, i.e. the sync reader's) and the callers
+answered. So no event ID is returned and no query sees an event before it is durably in
+the log. The room's lock is let go once its batch is queued: its next batch is decided
+on top of the in-memory model while this one commits (an event that needs an uncommitted
+one from the projections waits for that commit), and a local writer may build its next
+event on the decided ones (`input(decided=...)`, `local_template`). Concurrent rooms
+also share their event look-ups (one read per round); events the server just built
+(`fresh`) are looked up in memory only.
 
 If a commit fails, later queued batches of its rooms fail with it (a generation number
 refuses anything decided on top of it), those rooms' models are dropped, and no room
@@ -38,9 +41,9 @@ stored twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from myelin.core.auth import AuthError, auth_types_for_event, check_auth, check_auth_event_list
 from myelin.core.events import Event, StateKey
@@ -145,6 +148,16 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.exception()
 
 
+def _membership_from_outside(item: InputEvent, room: _Room | None) -> bool:
+    """A federated membership outlier of a room whose DAG this server does not have."""
+    return (
+        item.kind is InputKind.OUTLIER
+        and item.origin is Origin.FEDERATED
+        and item.event.type == "m.room.member"
+        and (room is None or not (room.extremities or room.current))
+    )
+
+
 def _room_key(event: Event) -> str:
     """The room an input event is serialised in ("" if it has no usable room ID:
     those are refused by the decision anyway)."""
@@ -183,6 +196,22 @@ async def replay(
             progress(last, max(head, last))
 
 
+class Follower(Protocol):
+    """A reader of the log whose projection may be written in the roomserver's commit
+    transaction while it is caught up (the sync reader): one writer round trip per
+    commit. Whoever applies records (the follower itself, or the roomserver for it)
+    holds `lock` and applies them in order from `position + 1`."""
+
+    lock: asyncio.Lock
+    position: int
+
+    async def apply_inline(
+        self, t: Txn, items: Sequence[tuple[LogPayload, int]], since: int
+    ) -> Any: ...
+
+    def applied(self, result: Any, last: int) -> None: ...
+
+
 class Roomserver(RoomQueries):
     """Open with `await Roomserver.open(db, log)`; see the module docstring."""
 
@@ -209,6 +238,8 @@ class Roomserver(RoomQueries):
         self._recovered.set()
         self.batches = 0
         """How many batches were committed (for tests and benchmarks)."""
+        self.followers: list[Follower] = []
+        """Readers applied inline in each commit's projection transaction."""
 
     @classmethod
     async def open(cls, db: Database, log: EventLog) -> Roomserver:
@@ -234,9 +265,19 @@ class Roomserver(RoomQueries):
             raise result
         return result
 
-    async def input(self, items: Sequence[InputEvent]) -> list[InputResult | InputError]:
+    async def input(
+        self,
+        items: Sequence[InputEvent],
+        *,
+        decided: Callable[[], None] | None = None,
+    ) -> list[InputResult | InputError]:
         """Process events, each room's in order, in as few commits as possible; one
-        result (or the InputError that refused it) per event."""
+        result (or the InputError that refused it) per event.
+
+        `decided` is called (perhaps more than once) as soon as the events are decided
+        and queued for commit, before the commit: from then on `local_template` builds
+        on them, so a local writer may build its room's next event while this one is
+        being written."""
         if self._broken is not None:
             raise self._broken
         loop = asyncio.get_running_loop()
@@ -257,11 +298,11 @@ class Roomserver(RoomQueries):
         try:
             if len(by_room) == 1:
                 [(key, mine)] = by_room.items()
-                await self._drive(key, mine)
+                await self._drive(key, mine, decided)
             else:
                 async with asyncio.TaskGroup() as tg:
                     for key, mine in by_room.items():
-                        tg.create_task(self._drive(key, mine))
+                        tg.create_task(self._drive(key, mine, decided))
         finally:
             for key in by_room:
                 slot = self._slots[key]
@@ -281,7 +322,12 @@ class Roomserver(RoomQueries):
                 raise exc
         return results
 
-    async def _drive(self, room_id: str, futures: list[asyncio.Future[InputResult]]) -> None:
+    async def _drive(
+        self,
+        room_id: str,
+        futures: list[asyncio.Future[InputResult]],
+        decided: Callable[[], None] | None = None,
+    ) -> None:
         """Until these futures are answered: take the room's lock, decide everything
         queued for the room, queue it for commit, let go of the room, see it committed.
         Failures end up in the futures."""
@@ -323,6 +369,10 @@ class Roomserver(RoomQueries):
                     continue
             # Outside the room's lock: the room's next batch is decided on top of this one
             # while this one commits, and joins the same or the next commit.
+            if decided is not None and all(
+                f.done() or self._is_staged(f, batches) for f in futures
+            ):
+                decided()
             if await self._settle(batches):
                 self._answer(batches)
                 raise asyncio.CancelledError
@@ -334,7 +384,7 @@ class Roomserver(RoomQueries):
         self._trim()
         batch = self._new_batch(room_id)
         await self._prefetch(
-            [i.event.event_id for i, _ in queued]
+            [i.event.event_id for i, _ in queued if not i.fresh]
             + [p for i, _ in queued for p in i.event.prev_event_ids]
             + [a for i, _ in queued for a in i.event.auth_event_ids]
         )
@@ -374,6 +424,10 @@ class Roomserver(RoomQueries):
             raise
         if not self._enqueue(batch, out):
             raise _stale()
+
+    @staticmethod
+    def _is_staged(future: asyncio.Future[InputResult], batches: Sequence[_Batch]) -> bool:
+        return any(a[0] is future for b in batches for a in b.answers)
 
     def _new_batch(self, room_id: str) -> _Batch:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -449,15 +503,28 @@ class Roomserver(RoomQueries):
         payloads = [p for b in group for p in b.payloads]
         try:
             records = [LogRecord(p.event.room_id, p.encode()) for p in payloads]
-            offsets = await self.log.append(records)  # the commit point
-            pairs = list(zip(payloads, offsets, strict=True))
+            # Followers are joined before the append (which wakes them) so that they
+            # leave these records to this transaction instead of reading them back.
+            followers = await self._join_followers(await self.log.head())
+            try:
+                offsets = await self.log.append(records)  # the commit point
+                pairs = list(zip(payloads, offsets, strict=True))
+                for follower in [f for f in followers if f.position != offsets[0] - 1]:
+                    followers.remove(follower)  # another appender came first
+                    follower.lock.release()
 
-            async def apply(t: Txn) -> None:
-                await self._writer.apply_batch(t, pairs)
+                async def apply(t: Txn) -> list[Any]:
+                    await self._writer.apply_batch(t, pairs)
+                    return [await f.apply_inline(t, pairs, offsets[0] - 1) for f in followers]
 
-            # Not durable on its own: the log already is, and start-up replays what a
-            # power failure may have lost here.
-            await self.db.run(apply, durable=False)
+                # Not durable on its own: the log already is, and start-up replays what
+                # a power failure may have lost here.
+                woken = await self.db.run(apply, durable=False)
+                for follower, users in zip(followers, woken, strict=True):
+                    follower.applied(users, offsets[-1])
+            finally:
+                for follower in followers:
+                    follower.lock.release()
         except BaseException as exc:
             self._inflight = []
             await self._fail_group(group, exc)
@@ -473,6 +540,20 @@ class Roomserver(RoomQueries):
         for b in group:
             self._unpend(b)
             b.committed.set_result(None)
+
+    async def _join_followers(self, head: int) -> list[Follower]:
+        """The followers caught up to `head`, their locks taken. A busy follower is left
+        alone: it catches up from the log itself."""
+        joined: list[Follower] = []
+        for follower in self.followers:
+            if follower.lock.locked() or follower.position != head:
+                continue
+            await follower.lock.acquire()
+            if follower.position != head:
+                follower.lock.release()
+                continue
+            joined.append(follower)
+        return joined
 
     async def _fail_group(self, group: list[_Batch], exc: BaseException) -> None:
         """After a failed commit: its rooms' later batches fail with it, their models are
@@ -584,6 +665,45 @@ class Roomserver(RoomQueries):
         if any(b.room_id == room_id for b in self._open_batches()):
             return None
         return room
+
+    def local_template(
+        self, room_id: str, keys: Iterable[StateKey]
+    ) -> tuple[LatestEvents, list[Event], dict[StateKey, Event]] | None:
+        """What a new local event of the room builds on, from the decision side's model,
+        events decided but not yet committed included: its latest events, the prev
+        events themselves, and the current state at `keys`. None when the model cannot
+        answer (not loaded, being decided, or something needed is not in memory): then
+        ask `latest_events` and `current_state_events`.
+
+        Building on decided events is safe: an event decided on top of a batch whose
+        commit fails is refused with it (the room's generation), never committed."""
+        if self._broken is not None or not self._recovered.is_set():
+            return None
+        room = self._rooms.get(room_id)
+        if room is None or not room.extremities:
+            return None
+        slot = self._slots.get(room_id)
+        if slot is not None and (slot.lock.locked() or slot.queue):
+            return None
+        prevs: list[Event] = []
+        for event_id in room.extremities:
+            known = self._known.get(event_id)
+            if known is None:
+                return None
+            prevs.append(known.event)
+        state: dict[StateKey, Event] = {}
+        for key in keys:
+            state_id = room.current.get(key)
+            if state_id is None:
+                continue
+            known = self._known.get(state_id)
+            if known is None:
+                return None
+            if known.status is not Status.REJECTED:
+                state[key] = known.event
+        depth = max(e.depth for e in prevs) + 1
+        latest = LatestEvents(room_id, room.version.identifier, tuple(room.extremities), depth)
+        return latest, prevs, state
 
     async def latest_events(self, room_id: str) -> LatestEvents:
         room = self._settled_room(room_id)
@@ -756,7 +876,12 @@ class Roomserver(RoomQueries):
 
     async def _decide(self, item: InputEvent, batch: _Batch) -> InputResult | _Known:
         event = item.event
-        existing = await self._get(event.event_id)
+        # A fresh event's ID was just made by hashing it over the room's current
+        # extremities: only this writer can have stored it (an identical retry), and what
+        # it stored recently is in memory. Anything else is looked up in the database.
+        existing = (
+            self._known.get(event.event_id) if item.fresh else await self._get(event.event_id)
+        )
         if existing is not None:
             if existing.pending and existing.event.room_id != event.room_id:
                 raise InputError(f"event ID {event.event_id} is being used in another room")
@@ -774,7 +899,7 @@ class Roomserver(RoomQueries):
             )
         if item.kind is not InputKind.OUTLIER:
             has_dag = room is not None and bool(room.extremities or room.current)
-            if not has_dag and not is_create:
+            if not has_dag and not is_create and item.state is None:
                 raise InputError(f"unknown room {event.room_id}")
             if is_create and has_dag:
                 raise InputError(f"room {event.room_id} already exists")
@@ -784,6 +909,12 @@ class Roomserver(RoomQueries):
         await self._prefetch(auth_ids)
         auth_known = [self._known.get(a) for a in auth_ids]
         missing = [a for a, k in zip(auth_ids, auth_known, strict=True) if k is None]
+        if _membership_from_outside(item, room):
+            # An invite (or the leave rejecting it) of a room this server is not in: the
+            # state to check it against is not to be had, so it is kept as an outlier.
+            return self._stage(
+                batch, item, Status.OUTLIER, "auth events unknown", None, [], has_state=False
+            )
         if missing:
             raise InputError(f"missing auth events: {', '.join(missing)}")
         reason = self._check_auth_events(event, [k for k in auth_known if k is not None])
@@ -812,6 +943,27 @@ class Roomserver(RoomQueries):
             base: str | None = None
             delta: list[StateChange] = []
             room = _Room(event.room_id, event.room_version, [], 0, {}, None)
+        elif item.state is not None:
+            # State given by another server (federation): the prev events may be unknown.
+            if room is None or not (room.extremities or room.current):
+                room = _Room(event.room_id, event.room_version, [], 0, {}, None)
+            before = dict(item.state)
+            await self._prefetch([*before.values(), *prevs])
+            unknown = [e for e in before.values() if e not in self._known]
+            if unknown:
+                raise InputError(f"unknown state events: {', '.join(unknown[:5])}")
+            # Prev events this server has (with state) count too: resolved together.
+            with_state = [
+                p
+                for p in prevs
+                if p in self._known
+                and self._known[p].status in (Status.ACCEPTED, Status.SOFT_FAILED)
+                and self._known[p].event.room_id == event.room_id
+            ]
+            if with_state:
+                states = [before] + [await self._state_after(room, p) for p in with_state]
+                before = await self._resolve(room.version, states)
+            base, delta = None, diff_state({}, before)
         else:
             assert room is not None
             if not prevs:
@@ -840,7 +992,11 @@ class Roomserver(RoomQueries):
             return self._stage(batch, item, Status.REJECTED, reason, base, delta)
 
         status = Status.ACCEPTED
-        if item.kind is InputKind.NEW and not is_create:
+        # A join with the state a resident server gave (this server joining, or coming
+        # back to, a room over federation) starts the room afresh here: what this server
+        # had of it is stale, so it is neither checked against nor merged with.
+        rejoin = item.state is not None and event.membership == "join"
+        if item.kind is InputKind.NEW and not is_create and room.current and not rejoin:
             soft = await self._auth_against(event, room.current)
             if soft is not None:
                 status, reason = Status.SOFT_FAILED, soft
@@ -848,7 +1004,8 @@ class Roomserver(RoomQueries):
             return self._stage(batch, item, status, reason, base, delta)
 
         # A new accepted event: extremities and current state move.
-        new_ext = [x for x in room.extremities if x not in prevs] + [event.event_id]
+        kept = [] if rejoin else [x for x in room.extremities if x not in prevs]
+        new_ext = [*kept, event.event_id]
         own: list[StateChange] = []
         if event.is_state:
             own = [(event.type, event.state_key or "", event.event_id)]
@@ -929,6 +1086,7 @@ class Roomserver(RoomQueries):
             has_state=has_state,
             extremities=extremities,
             state_delta=state_delta,
+            txn=item.txn,
         )
         batch.payloads.append(payload)
         known = _Known(item.event, status, reason, None, pending=True)

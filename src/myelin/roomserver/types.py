@@ -48,10 +48,30 @@ class Status(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTxn:
+    """The client request a local event answers (`PUT .../{txnId}`): carried in the
+    event's log record, so the transaction is recorded in the same commit as the event
+    (a retransmission after any crash finds it, and `myelin rebuild` restores it)."""
+
+    user_id: str
+    device_id: str
+    scope: str
+    txn_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class InputEvent:
     event: Event
     kind: InputKind = InputKind.NEW
     origin: Origin = Origin.LOCAL
+    txn: ClientTxn | None = None
+    fresh: bool = False
+    """Built by this server just now (a new event ID): the duplicate check looks in
+    memory only (whatever this writer committed recently), never in the database."""
+    state: Mapping[StateKey, str] | None = None
+    """The state before the event as another server gave it (a join over federation,
+    or an event whose prev events could not be fetched): used instead of the state after
+    its prev events, which need not be known. Its events must be stored already."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +135,8 @@ class LogPayload:
     """The room's forward extremities after this event, when it changed them."""
     state_delta: Sequence[StateChange] = field(default=())
     """Changes to the room's current state."""
+    txn: ClientTxn | None = None
+    """The client transaction of a local event, if any."""
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -132,6 +154,9 @@ class LogPayload:
         if self.extremities is not None:
             body["extremities"] = list(self.extremities)
         body["state_delta"] = list(self.state_delta)
+        if self.txn is not None:
+            t = self.txn
+            body["txn"] = [t.user_id, t.device_id, t.scope, t.txn_id]
         return orjson.dumps(body)
 
     @staticmethod
@@ -142,6 +167,7 @@ class LogPayload:
         version = room_version(body["room_version"])
         event = Event(body["event_id"], version, body["pdu"])
         before = body.get("before")
+        txn = body.get("txn")
         return LogPayload(
             event=event,
             status=Status(body["status"]),
@@ -153,6 +179,7 @@ class LogPayload:
             has_state=before is not None,
             extremities=body.get("extremities"),
             state_delta=[tuple(c) for c in body.get("state_delta", ())],
+            txn=ClientTxn(*txn) if txn else None,
         )
 
 

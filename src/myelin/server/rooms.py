@@ -62,6 +62,7 @@ async def _components(
     notifier = Notifier()
     reader = SyncReader(db, log, notifier)
     await reader.open()
+    roomserver.followers.append(reader)  # sync projections in the commit transaction
     sync = SyncAPI(db, notifier)
     directory = Directory(db, ctx.server_name)
     await directory.open()

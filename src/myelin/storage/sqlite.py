@@ -1,4 +1,5 @@
-"""SQLite backend: WAL, one dedicated writer thread, reader connections on other threads.
+"""SQLite backend: WAL, one dedicated writer thread, reader connections on other threads
+(`myelin.storage.threads`: a queue and a thread wake-up per call, no executor machinery).
 
 Every write transaction is one hop to the writer thread, which opens `BEGIN IMMEDIATE`,
 drives the transaction function to completion (its `Txn` calls run the statements
@@ -15,7 +16,6 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from myelin.storage.base import (
     TxnFunction,
     to_sqlite,
 )
+from myelin.storage.threads import Workers
 
 
 def _adapt(args: Sequence[Any]) -> Sequence[Any]:
@@ -87,8 +88,8 @@ class SqliteDatabase(Database):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._writer = Workers("sqlite-writer")
+        self._readers = Workers("sqlite-reader", readers)
         self._closed = False
 
     @classmethod
@@ -98,10 +99,9 @@ class SqliteDatabase(Database):
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"bad synchronous setting {synchronous!r}")
         db = cls(Path(path), readers, synchronous.upper())
-        loop = asyncio.get_running_loop()
         # Open the writer first: it switches the file to WAL before any reader connects.
         try:
-            await loop.run_in_executor(db._writer, db._connection)
+            await db._writer.call(db._connection)
         except BaseException:
             await db.close()
             raise
@@ -154,12 +154,9 @@ class SqliteDatabase(Database):
 
     async def run(self, fn: TxnFunction[T], *, durable: bool = True) -> T:
         self._check_open()
-        loop = asyncio.get_running_loop()
         if durable or self._synchronous in ("OFF", "NORMAL"):
-            return await loop.run_in_executor(
-                self._writer, self._transaction, fn, "BEGIN IMMEDIATE"
-            )
-        return await loop.run_in_executor(self._writer, self._relaxed, fn)
+            return await self._writer.call(self._transaction, fn, "BEGIN IMMEDIATE")
+        return await self._writer.call(self._relaxed, fn)
 
     def _relaxed(self, fn: TxnFunction[T]) -> T:
         """A write whose commit does not sync the WAL (WAL + synchronous=NORMAL)."""
@@ -172,8 +169,7 @@ class SqliteDatabase(Database):
 
     async def read(self, fn: TxnFunction[T]) -> T:
         self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._transaction, fn, "BEGIN")
+        return await self._readers.call(self._transaction, fn, "BEGIN")
 
     def _check_open(self) -> None:
         if self._closed:

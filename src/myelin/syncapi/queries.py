@@ -121,3 +121,46 @@ async def replaced_events(t: Txn, events: Sequence[StoredEvent]) -> dict[str, St
 async def event_pos(t: Txn, event_id: str) -> StoredEvent | None:
     found = await events_by_id(t, [event_id])
     return found[0] if found else None
+
+
+async def device_txns(t: Txn, user_id: str, device_id: str) -> dict[tuple[str, str], str]:
+    """Every recorded transaction of a device: `(scope, txn_id) -> event_id`."""
+    rows = await t.fetchall(
+        "SELECT scope, txn_id, event_id FROM sync_txns WHERE user_id = ? AND device_id = ?",
+        user_id,
+        device_id,
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def record_txn(
+    t: Txn, user_id: str, device_id: str, scope: str, txn_id: str, event_id: str
+) -> None:
+    """Record a transaction from its event's log record (the log is the truth: a replay
+    overwrites whatever an older server version left for the same transaction)."""
+    await t.execute(
+        "INSERT INTO sync_txns (user_id, device_id, scope, txn_id, event_id)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, device_id, scope, txn_id)"
+        " DO UPDATE SET event_id = excluded.event_id",
+        user_id,
+        device_id,
+        scope,
+        txn_id,
+        event_id,
+    )
+
+
+async def state_at(t: Txn, room_id: str, upto: int) -> list[StoredEvent]:
+    """The room's state as of position `upto` (the latest state event of each type and
+    state key at or before it): what a user who left at `upto` last saw."""
+    rows = await t.fetchall(
+        f"SELECT {EVENT_COLUMNS} FROM sync_events WHERE room_id = ?"
+        " AND state_key IS NOT NULL AND pos <= ? ORDER BY pos",
+        room_id,
+        upto,
+    )
+    latest: dict[tuple[str, str], StoredEvent] = {}
+    for row in rows:
+        event = stored_event(row)
+        latest[(event.type, event.state_key or "")] = event
+    return sorted(latest.values(), key=lambda e: e.pos)
