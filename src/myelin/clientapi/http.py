@@ -76,6 +76,8 @@ class Requester:
     device_id: str
     token_id: int
     is_guest: bool = False
+    #: The application service acting (its `as_token` authenticated the request).
+    app_service: str | None = None
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from myelin.push.counts import CountCache, room_counts, thread_of
 from myelin.push.evaluator import CompiledRuleSet, compile_ruleset
 from myelin.push.ruleset import StoredRules, effective_ruleset, pushrules_content
 from myelin.storage import Database, Txn
+from myelin.syncapi import queries
 from myelin.syncapi.filters import EventFilter, SyncFilter
 from myelin.syncapi.tokens import StreamToken
 from myelin.userapi import accountdata
@@ -32,6 +33,8 @@ OFFSET = 2
 #: How stale a last-active time may get before a `/sync` refreshes it.
 REFRESH_MS = 60_000
 _PRESENCE_SEEN_LIMIT = 100_000
+#: Up to this many joined rooms, who shares a room is read room by room (`_sharing_users`).
+_SHARING_BY_ROOM = 20
 Wake = Callable[[Iterable[str]], None]
 
 
@@ -106,6 +109,10 @@ class Ephemeral:
         self._counts = CountCache()
         #: user ID -> (state, last-active time) as last written by `set_presence`.
         self._presence_seen: dict[str, tuple[str, int]] = {}
+        #: Federation's outbound EDUs (`myelin.federation.edus.EduOut`), set while it runs:
+        #: told of each typing change, receipt and presence change, it sends what concerns
+        #: this server's users to the servers sharing their rooms.
+        self.outbound: Any = None
 
     @staticmethod
     async def open(db: Database, wake: Wake, account_data: AccountData) -> Ephemeral:
@@ -130,6 +137,8 @@ class Ephemeral:
         self._expire_typing()
         if self.typing.set(room_id, user_id, typing, timeout_ms):
             self.wake(members)
+        if self.outbound is not None:
+            self.outbound.typing(room_id, user_id, typing, members)
         if typing:
             # A timer callback (not a task) tells the room when the entry lapses, so a
             # long-polling /sync learns it without polling.
@@ -180,7 +189,10 @@ class Ephemeral:
                 return [user_id]
             return await joined_members(t, room_id)
 
-        self.wake(await self.db.run(txn))
+        woken = await self.db.run(txn)
+        self.wake(woken)
+        if self.outbound is not None and woken and receipt_type != receipts.PRIVATE:
+            self.outbound.receipt(room_id, user_id, receipt_type, event_id, thread_id, woken)
 
     async def read_markers(
         self,
@@ -240,6 +252,8 @@ class Ephemeral:
         self._presence_seen[user_id] = (state, now)
         if users:
             self.wake(users)
+        if self.outbound is not None and users is not None:
+            self.outbound.presence(user_id, state, status_msg, users)
 
     async def get_presence(self, user_id: str) -> dict[str, Any] | None:
         return await self.db.read(lambda t: presence.get(t, user_id, now_ms()))
@@ -286,12 +300,13 @@ class Ephemeral:
             typing.position,
             await presence.latest_position(t),
         )
-        rows = await t.fetchall(
-            "SELECT room_id, pos FROM sync_memberships WHERE user_id = ? AND membership = 'join'"
-            " AND pos <= ?",
-            user_id,
-            upto_room,
-        )
+        # The same query as the room part of this sync: one read in a shared transaction
+        # (a joined room is never among the forgotten ones it leaves out).
+        rows = [
+            (room_id, pos)
+            for room_id, membership, pos in await queries.memberships(t, user_id)
+            if membership == "join" and pos <= upto_room
+        ]
         joined = [str(r[0]) for r in rows if flt.allows_room(str(r[0]))]
         joined_set = set(joined)
         # Rooms joined since the token get their whole ephemeral state, as in an initial sync.
@@ -301,9 +316,14 @@ class Ephemeral:
         room_ephemeral: dict[str, list[dict[str, Any]]] = {}
         room_data: dict[str, list[dict[str, Any]]] = {}
 
-        # Account data (global and per room).
+        # Account data (global and per room): asked for only when its stream moved.
         global_events: list[dict[str, Any]] = []
-        for entry in await accountdata.changes(t, user_id, prev.account_data, now.account_data):
+        changed_data = (
+            await accountdata.changes(t, user_id, prev.account_data, now.account_data)
+            if initial or prev.account_data < now.account_data
+            else []
+        )
+        for entry in changed_data:
             event = {"type": entry.type, "content": entry.content}
             if entry.room_id == "":
                 if flt.account_data.allows(entry.type, user_id):
@@ -379,18 +399,61 @@ class Ephemeral:
         # Who shares a room is only worth asking when some presence changed since.
         presence_events: list[dict[str, Any]] = []
         if now.presence > prev.presence:
-            users = await sharing_users(t, user_id)
+            users = await _sharing_users(t, user_id, [str(r[0]) for r in rows])
             presence_events = [
                 e
                 for e in await presence.events(t, users, prev.presence, now.presence, now_ms())
                 if flt.presence.allows(e["type"], e["sender"])
             ]
+        if not initial:
+            # Users newly sharing a room (a room joined since, or a member who joined
+            # since) get their current presence once, whatever its position.
+            newcomers = await _newly_sharing(t, join_section, fresh & joined_set)
+            newcomers -= {e["sender"] for e in presence_events}
+            if newcomers:
+                found = await presence.events(t, newcomers, -1, now.presence, now_ms())
+                # One never seen online has no row: offline, as for everyone unknown.
+                found += [
+                    {"type": "m.presence", "sender": u, "content": {"presence": "offline"}}
+                    for u in sorted(newcomers - {e["sender"] for e in found})
+                ]
+                presence_events += [e for e in found if flt.presence.allows(e["type"], e["sender"])]
         if flt.presence.limit is not None:
             presence_events = presence_events[-flt.presence.limit :] if flt.presence.limit else []
         if presence_events:
             response["presence"] = {"events": presence_events}
             news = True
         return now.as_tuple(), news
+
+
+async def _newly_sharing(t: Txn, join_section: dict[str, Any], fresh: set[str]) -> set[str]:
+    """Users an incremental sync shows joining (member events in its join section) and
+    the members of rooms joined since the token: those who newly share a room."""
+    users: set[str] = set()
+    for room in join_section.values():
+        for part in ("timeline", "state"):
+            for event in room.get(part, {}).get("events", ()):
+                if (
+                    event.get("type") == "m.room.member"
+                    and event.get("content", {}).get("membership") == "join"
+                ):
+                    users.add(str(event.get("state_key")))
+    for room_id in fresh:
+        users.update(await joined_members(t, room_id))
+    return users
+
+
+async def _sharing_users(t: Txn, user_id: str, joined: list[str]) -> set[str]:
+    """`sharing_users` from the user's joined rooms, one member query per room: in the
+    shared read of many `/sync`s woken together (`myelin.syncapi.batch`), each room's
+    members are read once for all of them, where the join of `sharing_users` is per user.
+    A user in many rooms gets the one join."""
+    if len(joined) > _SHARING_BY_ROOM:
+        return await sharing_users(t, user_id)
+    users = {user_id}
+    for room_id in joined:
+        users.update(await joined_members(t, room_id))
+    return users
 
 
 def _allows(flt: EventFilter, room_id: str, event: dict[str, Any]) -> bool:

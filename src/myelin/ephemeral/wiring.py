@@ -9,6 +9,7 @@ from myelin.clientapi import accountdata as account_data_routes
 from myelin.clientapi import ephemeral as ephemeral_routes
 from myelin.clientapi import profile as profile_routes
 from myelin.clientapi import pushrules as pushrule_routes
+from myelin.clientapi import upgrade as upgrade_routes
 from myelin.clientapi import userdirectory as directory_routes
 from myelin.clientapi.router import Router
 from myelin.ephemeral.service import Ephemeral
@@ -26,6 +27,7 @@ async def install_user_data(
     store = AccountData(db, rooms.notifier.wake)
     eph = await Ephemeral.open(db, rooms.notifier.wake, store)
     rooms.sync.contributor = eph
+    rooms.sync.reads_ignored = True
 
     async def on_sync(user_id: str, state: str) -> None:
         # `set_presence=offline` means "do not mark me online", not "mark me offline".
@@ -38,4 +40,5 @@ async def install_user_data(
     ephemeral_routes.install(router, eph)
     profile_routes.install(router, store, rooms, users)
     directory_routes.install(router, db)
+    upgrade_routes.install(router, rooms.roomserver, rooms.writer, rooms.directory, store)
     return eph

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from myelin.ephemeral.receipts import latest_position as latest_receipt_position
 from myelin.ephemeral.receipts import read_positions
 from myelin.push.evaluator import (
     CompiledRuleSet,
@@ -29,7 +30,7 @@ from myelin.push.evaluator import (
     evaluate,
     notification_power_levels,
 )
-from myelin.storage import Txn
+from myelin.storage import Row, Txn
 
 MAX_SCAN = 1000
 
@@ -130,6 +131,8 @@ class _Cached:
     scanned: int
     main: tuple[int, int]
     threads: tuple[tuple[str, int, int], ...]
+    #: The receipt stream's position when `reads` were read.
+    receipts_at: int = -1
 
 
 class CountCache:
@@ -151,6 +154,19 @@ class CountCache:
         self._entries[(user_id, room_id)] = entry
 
 
+async def _events_after(t: Txn, room_id: str, floor: int, upto: int) -> list[Row]:
+    """`(pos, pdu, sender, redacted_by)` of the room's events in `(floor, upto]`, at most
+    `MAX_SCAN` (the same query for every member: one read when `/sync`s share one)."""
+    return await t.fetchall(
+        "SELECT pos, pdu, sender, redacted_by FROM sync_events WHERE room_id = ? AND pos > ?"
+        " AND pos <= ? ORDER BY pos LIMIT ?",
+        room_id,
+        floor,
+        upto,
+        MAX_SCAN,
+    )
+
+
 async def room_counts(
     t: Txn,
     room_id: str,
@@ -162,21 +178,41 @@ async def room_counts(
     """The unread counts of the user in the room, main timeline and per thread.
 
     Read points: an unthreaded receipt (or the user's own latest event) covers the
-    whole room; a `main` receipt the main timeline; a threaded receipt its thread."""
-    reads = await read_positions(t, room_id, user_id)
-    own = await t.fetchval(
-        "SELECT max(pos) FROM sync_events WHERE room_id = ? AND sender = ? AND pos <= ?",
-        room_id,
-        user_id,
-        upto,
-    )
-    everything = max(reads.get("", 0), int(own or 0))
-    reads[""] = everything
-    main_read = max(everything, reads.get("main", 0))
-    key = tuple(sorted(reads.items()))
-    floor = everything
-    result = RoomCounts()
+    whole room; a `main` receipt the main timeline; a threaded receipt its thread.
+
+    A cached count whose read points were read when the receipt stream stood where it
+    stands now has them still, unless the user wrote in the room since: then only the
+    new events are read (no per-user query at all)."""
+    receipts_at = await latest_receipt_position(t) if cache is not None else -1
     cached = cache.get(user_id, room_id) if cache is not None else None
+    rows: list[Row] | None = None
+    if (
+        cached is not None
+        and cached.receipts_at == receipts_at
+        and cached.rules is rules
+        and cached.scanned <= upto
+    ):
+        rows = await _events_after(t, room_id, cached.scanned, upto)
+        if any(row[2] == user_id for row in rows):
+            rows = None  # the user's own event moved their read point: count afresh
+    if rows is not None and cached is not None:
+        reads = dict(cached.reads)
+        key = cached.reads
+        floor = cached.scanned
+    else:
+        reads = await read_positions(t, room_id, user_id)
+        own = await t.fetchval(
+            "SELECT max(pos) FROM sync_events WHERE room_id = ? AND sender = ? AND pos <= ?",
+            room_id,
+            user_id,
+            upto,
+        )
+        reads[""] = max(reads.get("", 0), int(own or 0))
+        key = tuple(sorted(reads.items()))
+        floor = reads[""]
+    everything = reads[""]
+    main_read = max(everything, reads.get("main", 0))
+    result = RoomCounts()
     if (
         cached is not None
         and cached.reads == key
@@ -186,18 +222,13 @@ async def room_counts(
         floor = cached.scanned
         result.main = Counts(*cached.main)
         result.threads = {k: Counts(n, h) for k, n, h in cached.threads}
-    rows = await t.fetchall(
-        "SELECT pos, pdu FROM sync_events WHERE room_id = ? AND pos > ? AND pos <= ?"
-        " AND redacted_by IS NULL ORDER BY pos LIMIT ?",
-        room_id,
-        floor,
-        upto,
-        MAX_SCAN,
-    )
+    if rows is None:
+        rows = await _events_after(t, room_id, floor, upto)
     scanned = int(rows[-1][0]) if rows else floor
-    if rows:
+    live = [(pos, raw) for pos, raw, _, redacted_by in rows if redacted_by is None]
+    if live:
         context, levels = await room_context(t, room_id, user_id)
-        for pos, raw in rows:
+        for pos, raw in live:
             pdu = orjson.loads(raw)
             thread = thread_of(pdu)
             read = max(reads.get(thread, 0), everything) if thread else main_read
@@ -210,7 +241,12 @@ async def room_counts(
             counts.notification_count += 1
             if actions.is_highlight:
                 counts.highlight_count += 1
-    if cache is not None and (cached is None or scanned != cached.scanned or cached.reads != key):
+    if cache is not None and (
+        cached is None
+        or scanned != cached.scanned
+        or cached.reads != key
+        or cached.receipts_at != receipts_at
+    ):
         cache.put(
             user_id,
             room_id,
@@ -222,6 +258,7 @@ async def room_counts(
                 tuple(
                     (k, v.notification_count, v.highlight_count) for k, v in result.threads.items()
                 ),
+                receipts_at,
             ),
         )
     return result

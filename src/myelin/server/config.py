@@ -57,6 +57,15 @@ class Config:
     public_baseurl: str | None = None
     #: Lifetime of access tokens that come with a refresh token, in milliseconds.
     refreshable_token_lifetime_ms: int = 5 * 60 * 1000
+    #: Application service registration files (YAML, application-service-api.md).
+    app_service_config_files: tuple[Path, ...] = ()
+    #: URL previews (GET .../preview_url), which make the server fetch what users name.
+    url_preview_enabled: bool = True
+    #: IP ranges (CIDR) previews may not connect to; None: loopback, private, link-local,
+    #: multicast and other special-purpose ranges (myelin.mediaapi.preview).
+    url_preview_ip_range_blacklist: tuple[str, ...] | None = None
+    #: IP ranges previews may reach even when blacklisted (e.g. an intranet wiki).
+    url_preview_ip_range_whitelist: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -108,6 +117,15 @@ class Config:
             ("postgresql://", "postgres://")
         ):
             raise ConfigError("database must be 'sqlite' or a postgresql:// DSN")
+        for path in self.app_service_config_files:
+            if not Path(path).is_file():
+                raise ConfigError(f"app service registration {path} is not a readable file")
+        for name in ("url_preview_ip_range_blacklist", "url_preview_ip_range_whitelist"):
+            for text in getattr(self, name) or ():
+                try:
+                    ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    raise ConfigError(f"{name}: {text!r} is not a CIDR range") from None
         try:
             ipaddress.ip_address(self.bind_address)
         except ValueError:
@@ -147,6 +165,10 @@ _FIELD_TYPES: dict[str, type] = {
     "log_level": str,
     "public_baseurl": str,
     "refreshable_token_lifetime_ms": int,
+    "app_service_config_files": tuple,
+    "url_preview_enabled": bool,
+    "url_preview_ip_range_blacklist": list,
+    "url_preview_ip_range_whitelist": list,
 }
 
 
@@ -180,6 +202,16 @@ def coerce(name: str, value: Any) -> Any:
             raise ConfigError(f"{name} must be a number, not {value!r}") from None
     if kind is Path:
         return Path(str(value)).expanduser()
+    if kind is list:  # a list of strings: a YAML list, or a comma-separated string (env)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{name} must be a list of strings")
+        return tuple(i.strip() for i in items if i.strip())
+    if kind is tuple:  # a list of paths: a YAML list, or a comma-separated string (env)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{name} must be a list of file paths")
+        return tuple(Path(i.strip()).expanduser() for i in items if i.strip())
     if not isinstance(value, str | int):
         raise ConfigError(f"{name} must be a string")
     return str(value)
@@ -283,7 +315,26 @@ log_level: {config.log_level}
 # The URL clients should use, announced in /.well-known/matrix/client. null: the
 # scheme and host the client used to ask.
 public_baseurl: {_yaml(config.public_baseurl)}
+
+# Application service (bridge, bot) registration files, YAML as the Application
+# Service API describes them. As an option or environment variable: comma-separated.
+app_service_config_files: {_yaml_list(config.app_service_config_files)}
+
+# URL previews for clients (they make this server fetch the links users post). The
+# blacklist (null: loopback, private, link-local, multicast and reserved ranges) and the
+# whitelist (wins over it) are lists of CIDR ranges checked on every address connected to.
+url_preview_enabled: {str(config.url_preview_enabled).lower()}
+url_preview_ip_range_blacklist: {_yaml_opt_list(config.url_preview_ip_range_blacklist)}
+url_preview_ip_range_whitelist: {_yaml_opt_list(config.url_preview_ip_range_whitelist)}
 """
+
+
+def _yaml_list(values: tuple[Path, ...]) -> str:
+    return "[" + ", ".join(_yaml(v) for v in values) + "]"
+
+
+def _yaml_opt_list(values: tuple[str, ...] | None) -> str:
+    return "null" if values is None else "[" + ", ".join(_yaml(v) for v in values) + "]"
 
 
 def _yaml(value: object) -> str:

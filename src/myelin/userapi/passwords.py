@@ -3,6 +3,12 @@
 Stored form: `scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`, so the cost can be raised later
 without invalidating old hashes. Hashing costs tens of milliseconds on purpose; it runs off
 the event loop so that it never stalls other requests.
+
+Each hash needs 128 * r * n bytes (16 MiB at n = 2^14, r = 8, the OWASP minimum for scrypt).
+Hashes run on their own small pool, not the loop's default executor: with one hash per
+default-executor thread, every thread's malloc arena kept its 16 MiB after the hash (about
+100 MB for a burst of registrations). The pool bounds how many hashes hold memory at once;
+`myelin.server.main` also makes glibc return such large blocks to the system when freed.
 """
 
 from __future__ import annotations
@@ -12,10 +18,14 @@ import base64
 import hashlib
 import hmac
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 _LOG_N = 14
 _R = 8
 _P = 1
+#: Concurrent hashes: two use both cores of a small machine and hold at most 32 MiB.
+HASH_WORKERS = 2
+_pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="password-hash")
 
 
 def _hash(password: str, salt: bytes, log_n: int, r: int, p: int) -> bytes:
@@ -45,8 +55,10 @@ def check_password_sync(password: str, stored: str | None) -> bool:
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(hash_password_sync, password)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_pool, hash_password_sync, password)
 
 
 async def check_password(password: str, stored: str | None) -> bool:
-    return await asyncio.to_thread(check_password_sync, password, stored)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_pool, check_password_sync, password, stored)
