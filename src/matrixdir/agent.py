@@ -360,21 +360,11 @@ class RetrievalAgent:
 
     async def _outbox_changed(self) -> None:
         """Return when something new is dropped into outbox/new (inotify, no polling)."""
-        import threading
-
-        from watchfiles._rust_notify import RustNotify
+        from matrixdir.watch import Watch
 
         self.outbox.new.mkdir(parents=True, exist_ok=True)
-        halt = threading.Event()
-        with RustNotify([str(self.outbox.new)], False, False, 50, False, False) as watcher:
-            while True:
-                try:
-                    changes = await asyncio.to_thread(watcher.watch, 30, 20, 5000, halt)
-                except asyncio.CancelledError:
-                    halt.set()
-                    raise
-                if isinstance(changes, set) and changes:
-                    return
+        async with Watch(self.outbox.new, recursive=False) as watch:
+            await watch.changed()
 
     async def _long_poll(self, timeout_ms: int) -> None:
         """A long-polling sync round that gives way when `matrixdir send` queues something.

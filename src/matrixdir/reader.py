@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections.abc import AsyncGenerator, Iterator
@@ -194,27 +193,18 @@ async def follow(
 ) -> AsyncGenerator[list[StoredEvent], None]:
     """Yield what is already stored, then each batch of new lines as the files change.
 
-    The inotify watch (watchfiles) is set up before the first read, so no line appended in
-    between is missed. Setting `stop` (or cancelling the consumer) ends the iteration.
+    The inotify watch (`matrixdir.watch`) is set up before the first read, so no line
+    appended in between is missed. Setting `stop` (or cancelling the consumer, or closing
+    the generator) ends the iteration and closes the watch.
     With yield_empty, every change in the store (e.g. the outbox) yields, maybe [].
     """
-    from watchfiles._rust_notify import RustNotify
+    from matrixdir.watch import Watch
 
-    halt = stop or threading.Event()
-    with RustNotify([str(reader.root)], False, False, 50, True, False) as watcher:
+    async with Watch(reader.root, recursive=True, stop=stop) as watch:
         first = reader.read_new()
         if first or yield_empty:
             yield first
-        while not halt.is_set():
-            try:
-                changes = await asyncio.to_thread(watcher.watch, 30, 20, 5000, halt)
-            except asyncio.CancelledError:
-                halt.set()
-                raise
-            if changes in ("stop", "signal"):
-                return
-            if changes == "timeout":
-                continue
+        while await watch.changed():
             batch = reader.read_new()
             if batch or yield_empty:
                 yield batch

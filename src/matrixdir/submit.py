@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,15 +112,13 @@ async def wait_for_sent(
     The agent moves it to outbox/sent, and forgets it there once the event is stored, so
     both places are looked at.
     """
-    from watchfiles._rust_notify import RustNotify
+    from matrixdir.watch import Watch
 
     outbox.sent.mkdir(parents=True, exist_ok=True)
     outbox.new.mkdir(parents=True, exist_ok=True)
-    halt = threading.Event()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    paths = [str(outbox.sent), str(outbox.new)]
-    with RustNotify(paths, False, False, 50, False, False) as watcher:
+    async with Watch(outbox.sent, outbox.new, recursive=False) as watch:
         while True:
             for done in outbox.sent_entries():
                 if done.txn_id == entry.txn_id and done.event_id:
@@ -133,11 +130,7 @@ async def wait_for_sent(
             left = deadline - loop.time()
             if left <= 0:
                 return None
-            try:
-                await asyncio.to_thread(watcher.watch, 30, 20, int(left * 1000) + 1, halt)
-            except asyncio.CancelledError:
-                halt.set()
-                raise
+            await watch.changed(limit_s=left)
 
 
 async def send_entries(
