@@ -35,6 +35,7 @@ _SETTINGS: list[tuple[str, str, Any, str]] = [
     ("--rate-limit-per-second", "rate_limit_per_second", float, "Sustained requests/s [10]"),
     ("--rate-limit-burst", "rate_limit_burst", int, "Requests allowed in a burst [50]"),
     ("--database", "database", str, "'sqlite' (in the data dir) or a postgresql:// DSN"),
+    ("--event-log", "event_log", str, "'disk' (in the data dir) or nats://host:port/STREAM"),
     ("--log-level", "log_level", click.Choice(["debug", "info", "warning", "error"]),
      "Log level of log/myelin.log [info]"),
     ("--public-baseurl", "public_baseurl", str, "Client-facing URL for .well-known"),
@@ -90,6 +91,7 @@ def serve(config_file: Path | None, **settings: Any) -> None:
     MYELIN_SERVER_NAME) or in the config file written into the data directory on first
     start. Stop with Ctrl-C or SIGTERM; requests in flight are finished first.
     """
+    from myelin.eventlog import LogUnavailableError
     from myelin.server.main import StartupError
     from myelin.server.main import serve as run_server
     from myelin.server.signingkey import SigningKeyError
@@ -97,7 +99,14 @@ def serve(config_file: Path | None, **settings: Any) -> None:
     from myelin.userapi.accounts import ServerNameMismatch
 
     config = _load_config(config_file, settings)
-    expected = (StartupError, SigningKeyError, StorageError, ServerNameMismatch, OSError)
+    expected = (
+        StartupError,
+        SigningKeyError,
+        StorageError,
+        ServerNameMismatch,
+        LogUnavailableError,
+        OSError,
+    )
     try:
         asyncio.run(run_server(config))
     except expected as exc:
@@ -220,7 +229,7 @@ def rebuild(config_file: Path | None, **settings: Any) -> None:
 
 
 async def _rebuild(config: Any) -> int:
-    from myelin.eventlog.disk import DiskEventLog
+    from myelin.eventlog.select import open_event_log
     from myelin.roomserver.rebuild import rebuild as rebuild_roomserver
     from myelin.server.main import database_url
     from myelin.storage import open_database
@@ -228,7 +237,7 @@ async def _rebuild(config: Any) -> int:
 
     async with (
         await open_database(database_url(config)) as db,
-        DiskEventLog(config.data_dir / "eventlog") as log,
+        open_event_log(config.event_log, config.data_dir) as log,
     ):
         head = await log.head()
         with click.progressbar(length=head, label="replaying the room event log") as bar:

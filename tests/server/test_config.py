@@ -44,6 +44,14 @@ def test_the_written_default_file_reads_back_to_the_same_config(tmp_path: Path) 
     assert "#" in (tmp_path / "myelin.yaml").read_text()
 
 
+def test_event_log_is_disk_or_a_jetstream_stream(tmp_path: Path) -> None:
+    config, _ = build_config({"data_dir": tmp_path})
+    assert config.event_log == "disk"
+    url = "nats://127.0.0.1:4222/MYELIN_A"
+    config, _ = build_config({"data_dir": tmp_path, "event_log": url})
+    assert config.event_log == url
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -54,6 +62,9 @@ def test_the_written_default_file_reads_back_to_the_same_config(tmp_path: Path) 
         {"tls_port": 8448},
         {"log_level": "loud"},
         {"database": "mysql://x"},
+        {"event_log": "kafka://x:9092"},
+        {"event_log": "nats://127.0.0.1:4222/has.dots"},
+        {"event_log": "nats:///no-host"},
         {"bind_address": "localhost"},
         {"rate_limit": "maybe"},
     ],

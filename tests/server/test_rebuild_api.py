@@ -9,14 +9,20 @@ must give byte-for-byte the same answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from myelin.storage import testing
 from tests.support.client import SpecClient
 from tests.support.server import MYELIN, start_server
 
 V3 = "/_matrix/client/v3"
+NATS_URL = "nats://127.0.0.1:4222"
 
 
 async def _workload(c: SpecClient) -> tuple[dict[str, str], list[str]]:
@@ -95,9 +101,10 @@ def _stable(value: Any) -> Any:
     return value
 
 
-async def test_answers_identical_after_rebuild(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    server = start_server(data_dir)
+async def _check_rebuild(data_dir: Path, **deployment: str) -> None:
+    """The workload, `myelin rebuild`, and the same answers, on one deployment (the
+    storage options given to both `myelin serve` and `myelin rebuild`)."""
+    server = start_server(data_dir, **deployment)
     try:
         async with SpecClient(server.base_url) as c:
             tokens, rooms = await _workload(c)
@@ -105,9 +112,10 @@ async def test_answers_identical_after_rebuild(tmp_path: Path) -> None:
     finally:
         server.stop()
 
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in deployment.items()]
     result = await asyncio.to_thread(
         subprocess.run,
-        [str(MYELIN), "rebuild", "--data-dir", str(data_dir)],
+        [str(MYELIN), "rebuild", "--data-dir", str(data_dir), *options],
         capture_output=True,
         text=True,
         timeout=300,
@@ -116,7 +124,7 @@ async def test_answers_identical_after_rebuild(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "rebuilt from" in result.stdout
 
-    server = start_server(data_dir)
+    server = start_server(data_dir, **deployment)
     try:
         async with SpecClient(server.base_url) as c:
             after = await _answers(c, tokens, rooms)
@@ -129,3 +137,42 @@ async def test_answers_identical_after_rebuild(tmp_path: Path) -> None:
     # The workload is really in there: 15 messages + state in every room's history.
     history = before[f"alice /rooms/{rooms[0]}/messages?dir=b&limit=100"][1]["chunk"]
     assert sum(e["type"] == "m.room.message" for e in history) == 15
+
+
+async def test_answers_identical_after_rebuild(tmp_path: Path) -> None:
+    """The embedded default: SQLite and the log on disk."""
+    await _check_rebuild(tmp_path / "data")
+
+
+@pytest.mark.postgres
+@pytest.mark.nats
+async def test_answers_identical_after_rebuild_scaled_out(tmp_path: Path) -> None:
+    """The scale-out deployment: PostgreSQL, and the log in a JetStream stream of its own.
+    Nothing of the room history is on the local disk, so the answers after the rebuild
+    come from the stream."""
+    stream = f"MYELIN_TEST_{uuid.uuid4().hex[:12]}"
+    dsn = testing.create_throwaway_database()
+    try:
+        await _check_rebuild(tmp_path / "data", database=dsn, event_log=f"{NATS_URL}/{stream}")
+        assert not (tmp_path / "data" / "eventlog").exists()
+    finally:
+        testing.drop_database(dsn)
+        await _delete_stream(stream)
+
+
+async def _delete_stream(stream: str) -> None:
+    import nats
+    import nats.js.errors
+
+    try:
+        nc = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
+    except Exception as exc:  # any connection failure means: no NATS
+        pytest.fail(f"this test needs NATS with JetStream on {NATS_URL}: {exc}")
+    try:
+        js = nc.jetstream()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stream)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_key_value(f"{stream}_readers")
+    finally:
+        await nc.close()

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from myelin.core.roomversions import KNOWN_ROOM_VERSIONS
+from myelin.eventlog.select import EventLogSettingError, check_event_log_setting
 
 CONFIG_FILE_NAME = "myelin.yaml"
 _SERVER_NAME = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
@@ -51,6 +52,8 @@ class Config:
     rate_limit_burst: int = 50
     #: "sqlite" (a file in the data directory) or a postgresql:// DSN.
     database: str = "sqlite"
+    #: The room event log: "disk" (`<data_dir>/eventlog`) or nats://host:port/STREAM.
+    event_log: str = "disk"
     log_level: str = "info"
     #: Public base URL for clients (.well-known); when absent, the scheme and Host header
     #: of the request that asks.
@@ -117,6 +120,10 @@ class Config:
             ("postgresql://", "postgres://")
         ):
             raise ConfigError("database must be 'sqlite' or a postgresql:// DSN")
+        try:
+            check_event_log_setting(self.event_log)
+        except EventLogSettingError as exc:
+            raise ConfigError(str(exc)) from None
         for path in self.app_service_config_files:
             if not Path(path).is_file():
                 raise ConfigError(f"app service registration {path} is not a readable file")
@@ -162,6 +169,7 @@ _FIELD_TYPES: dict[str, type] = {
     "rate_limit_per_second": float,
     "rate_limit_burst": int,
     "database": str,
+    "event_log": str,
     "log_level": str,
     "public_baseurl": str,
     "refreshable_token_lifetime_ms": int,
@@ -308,6 +316,11 @@ rate_limit_burst: {config.rate_limit_burst}
 
 # "sqlite" keeps everything in this directory; or a postgresql:// DSN.
 database: {config.database}
+
+# The room event log, the source of truth every table is rebuilt from: "disk" keeps it
+# in <data_dir>/eventlog; nats://host:port/STREAM keeps it in a NATS JetStream stream
+# (scale-out; give every homeserver on one NATS its own STREAM).
+event_log: {config.event_log}
 
 # debug, info, warning or error. Logs go to log/myelin.log here; warnings also to stderr.
 log_level: {config.log_level}

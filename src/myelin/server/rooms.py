@@ -1,9 +1,10 @@
 """Wiring of the room components into the process: the room event log, the roomserver,
 the sync reader and API, the directory, and their client API routes.
 
-`open_rooms` is an async context manager: it opens the log (`<data dir>/eventlog`),
-catches the roomserver and the sync projections up with it, and runs the sync reader in
-a task group for as long as the block lasts. On exit it wakes every long-polling
+`open_rooms` is an async context manager: it opens the log (`<data dir>/eventlog`, or
+the JetStream stream the `event_log` setting names), catches the roomserver and the sync
+projections up with it, and runs the sync reader in a task group for as long as the
+block lasts. On exit it wakes every long-polling
 request, stops the reader and closes the log.
 """
 
@@ -20,7 +21,8 @@ from myelin.clientapi.context import ClientContext
 from myelin.clientapi.directory import Directory
 from myelin.clientapi.room_events import RoomWriter
 from myelin.clientapi.router import Router
-from myelin.eventlog.disk import DiskEventLog
+from myelin.eventlog import EventLog
+from myelin.eventlog.select import open_event_log
 from myelin.roomserver.roomserver import Roomserver
 from myelin.storage import Database
 from myelin.syncapi.notifier import Notifier
@@ -30,7 +32,7 @@ from myelin.syncapi.sync import SyncAPI
 
 @dataclass
 class RoomComponents:
-    log: DiskEventLog
+    log: EventLog
     roomserver: Roomserver
     notifier: Notifier
     reader: SyncReader
@@ -48,7 +50,7 @@ async def open_rooms(
     ctx: ClientContext, db: Database, router: Router
 ) -> AsyncIterator[RoomComponents]:
     async with (
-        DiskEventLog(ctx.config.data_dir / "eventlog") as log,
+        open_event_log(ctx.config.event_log, ctx.config.data_dir) as log,
         _components(ctx, db, router, log) as components,
     ):
         yield components
@@ -56,7 +58,7 @@ async def open_rooms(
 
 @asynccontextmanager
 async def _components(
-    ctx: ClientContext, db: Database, router: Router, log: DiskEventLog
+    ctx: ClientContext, db: Database, router: Router, log: EventLog
 ) -> AsyncIterator[RoomComponents]:
     roomserver = await Roomserver.open(db, log)
     notifier = Notifier()
