@@ -234,3 +234,22 @@ async def test_pusher_offset_survives_a_restart(tmp_path: Path) -> None:
             assert n["counts"] == {"unread": 2}
     finally:
         assert server.stop() == 0
+
+
+async def test_rooms_joined_after_the_pusher_are_followed(server: ServerProcess) -> None:
+    """The pusher knows in memory which rooms users with pushers are in: a room joined
+    after the pusher was set is pushed, a room left is not, a room joined again is."""
+    async with SpecClient(server.base_url) as c, gateway() as gw:
+        alice = (await c.register("pg6_alice"))["access_token"]
+        bob = (await c.register("pg6_bob"))["access_token"]
+        await set_pusher(c, alice, gw.url, "key-6")
+        room = await create_room(c, bob, {"preset": "public_chat"})
+        await join(c, alice, room)
+        first = await send(c, bob, room, "m1", {"msgtype": "m.text", "body": "one"})
+        assert (await gw.next())["event_id"] == first
+        status, _ = await c.call("POST", f"{V3}/rooms/{quote(room)}/leave", {}, token=alice)
+        assert status == 200
+        await send(c, bob, room, "m2", {"msgtype": "m.text", "body": "not for alice"})
+        await join(c, alice, room)
+        third = await send(c, bob, room, "m3", {"msgtype": "m.text", "body": "three"})
+        assert (await gw.next())["event_id"] == third  # m2 was never pushed

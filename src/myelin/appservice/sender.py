@@ -13,15 +13,17 @@ failing AS is retried with exponential backoff and delays only its own task, nev
 or other services.
 
 Membership and aliases come from the sync and directory projections, so a reader never
-goes past the sync reader's position (`Notifier.position`); it waits on the notifier,
-woken after every applied batch, never by polling. A first start begins at the current
-position: an AS gets no history.
+goes past the sync reader's position (`Notifier.position`); it follows the log with a
+`LogConsumer`, waiting on the notifier, woken after every applied batch, never by
+polling. A first start begins at the current position: an AS gets no history. The offset
+is saved at once after every delivered transaction (with its ID) and debounced otherwise:
+after a crash a reader re-reads at most the last second of batches that delivered
+nothing, which is idempotent. With no application service configured nothing runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -30,7 +32,8 @@ from typing import Any
 from myelin.appservice.client import V1, AppServiceClient
 from myelin.appservice.registration import AppService
 from myelin.ephemeral.typing import Typing
-from myelin.eventlog.api import EventLog
+from myelin.eventlog.api import EventLog, LogEntry
+from myelin.eventlog.consumer import LogConsumer
 from myelin.roomserver.types import InputKind, LogPayload, Status
 from myelin.storage import Database, Migration, Txn
 from myelin.syncapi.notifier import Notifier
@@ -158,45 +161,46 @@ class ServiceReader:
         self.log = log
         self.notifier = notifier
         self.client = client
-        self.position = 0
         self.receipt_position = 0
         self.txn = 0
+        self._stored_position: int | None = None
+        self.consumer = LogConsumer(
+            f"appservice {service.id}",
+            log,
+            notifier,
+            load=self._load,
+            save=self._save,
+            handle=self._handle,
+            after=self._after,
+            batch=MAX_EVENTS,
+        )
+
+    @property
+    def position(self) -> int:
+        return self.consumer.position
 
     async def open(self) -> None:
         stored = await self.db.read(lambda t: _stored(t, self.service.id))
         if stored is None:
-            stored = (self.notifier.position, await self.db.read(_latest_receipt), 0)
-        self.position = min(stored[0], await self.log.head())
-        self.receipt_position, self.txn = stored[1], stored[2]
-        await self._save()
+            self.receipt_position = await self.db.read(_latest_receipt)
+        else:
+            self._stored_position, self.receipt_position, self.txn = stored
+        await self.consumer.open()
 
-    async def _save(self) -> None:
+    async def _load(self) -> int | None:
+        return self._stored_position
+
+    async def _save(self, pos: int) -> None:
+        as_id, receipt_pos, txn = self.service.id, self.receipt_position, self.txn
         await self.db.run(
-            functools.partial(
-                _save,
-                as_id=self.service.id,
-                pos=self.position,
-                receipt_pos=self.receipt_position,
-                txn=self.txn,
-            ),
+            lambda t: _save(t, as_id=as_id, pos=pos, receipt_pos=receipt_pos, txn=txn),
             durable=False,
         )
 
     async def run(self) -> None:
-        while not self.notifier.closed:
-            with self.notifier.listen(Notifier.PEEKERS) as woken:
-                try:
-                    await self._catch_up()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # never stop serving: try again at the next wake-up
-                    log.exception("application service %s reader failed", self.service.id)
-                if self.notifier.closed:
-                    break
-                await woken
+        await self.consumer.run()
 
-    async def _catch_up(self) -> None:
-        await self._catch_up_events()
+    async def _after(self, upto: int) -> None:
         if self.service.receive_ephemeral:
             await self._catch_up_ephemeral()
 
@@ -257,30 +261,26 @@ class ServiceReader:
             self.typing_position = view.position
         if latest > since:
             self.receipt_position = latest
-            await self._save()
+            await self.consumer.save_now(force=True)
 
-    async def _catch_up_events(self) -> None:
-        upto = self.notifier.position
-        while self.position < upto:
-            entries = await self.log.read(self.position + 1, MAX_EVENTS)
-            entries = [e for e in entries if e.offset <= upto]
-            if not entries:
-                break
-            pdus = []
-            for entry in entries:
-                payload = LogPayload.decode(entry.record.payload)
-                if payload.status is Status.ACCEPTED and payload.kind is InputKind.NEW:
-                    pdus.append({**payload.event.pdu, "event_id": payload.event.event_id})
+    async def _handle(self, entries: Sequence[LogEntry], upto: int) -> bool:
+        """Deliver the batch's interesting events; True (save at once) when it did."""
+        pdus = []
+        for entry in entries:
+            payload = LogPayload.decode(entry.record.payload)
+            if payload.status is Status.ACCEPTED and payload.kind is InputKind.NEW:
+                pdus.append({**payload.event.pdu, "event_id": payload.event.event_id})
+        if not pdus:
+            return False
 
-            async def pick(t: Txn, pdus: Sequence[dict[str, Any]] = pdus) -> list[dict[str, Any]]:
-                return [client_format(p) for p in pdus if await is_interested(t, self.service, p)]
+        async def pick(t: Txn) -> list[dict[str, Any]]:
+            return [client_format(p) for p in pdus if await is_interested(t, self.service, p)]
 
-            events = await self.db.read(pick)
-            last = entries[-1].offset
-            if events:
-                await self._deliver(events)
-            self.position = last
-            await self._save()
+        events = await self.db.read(pick)
+        if not events:
+            return False
+        await self._deliver(events)
+        return True
 
     async def _deliver(
         self,
@@ -334,6 +334,9 @@ async def running_senders(
     block passes through unchanged (not wrapped in the task group's ExceptionGroup)."""
     await open_positions(db)
     readers = [ServiceReader(s, db, log, notifier, client, typing) for s in services if s.url]
+    if not readers:  # no application service to send to: no task at all
+        yield readers
+        return
     for reader in readers:
         await reader.open()
     body_error: BaseException | None = None

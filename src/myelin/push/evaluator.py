@@ -6,18 +6,25 @@ This runs for every event and every local member of its room, so the work is spl
 conditions as prepared checks (paths split, globs compiled and cached, rules with an
 unrecognised condition dropped since they can never match), and the result of each rule
 is computed once. A `RuleSet` keeps its compilation, so a server holding one rule set per
-user compiles each once. `PreparedEvent` caches the event's looked-up and lowered
+user compiles each once; `compiled_rules` is that process-wide cache (a bounded LRU by
+user, shared by the pusher and the unread counts of `/sync`), and the default rules,
+which most users never change, are compiled once per process and shared between users.
+`PreparedEvent` caches the event's looked-up and lowered
 properties, so evaluating one event for many users reads each property once.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
+from myelin.push.defaults import default_rules
 from myelin.push.glob import literal_word_matcher, whole_value_matcher, word_matcher
 from myelin.push.paths import MISSING, lookup, split_path
 from myelin.push.rules import (
@@ -37,7 +44,7 @@ from myelin.push.rules import (
     effective_actions,
     is_scalar,
 )
-from myelin.push.ruleset import RuleSet
+from myelin.push.ruleset import RuleSet, StoredRules, effective_ruleset
 
 DEFAULT_NOTIFICATION_LEVEL = 50
 """The power level a `notifications` key needs when the room does not say (push.md and
@@ -404,14 +411,73 @@ class CompiledRuleSet:
         object.__setattr__(self, "_flat", flat)
 
 
+def _user_independent_defaults() -> frozenset[tuple[RuleKind, str]]:
+    """The default rules that are the same for every user (not the mentions of the user
+    or the invites to them)."""
+    one, other = default_rules("@a:a.example"), default_rules("@b:b.example")
+    return frozenset(
+        (kind, a.rule_id)
+        for kind in one
+        for a, b in zip(one[kind], other[kind], strict=True)
+        if a.to_json() == b.to_json()
+    )
+
+
+_USER_INDEPENDENT = _user_independent_defaults()
+#: Compiled user-independent default rules by their kind and JSON form (rules hold
+#: mapping proxies, which do not hash): most users' defaults are the same rules, compiled
+#: once for the process; a user's change of one is shared by users with the same change.
+_SHARED: dict[tuple[RuleKind, bytes], CompiledRule | None] = {}
+_MAX_SHARED = 1024
+
+
+def _compile_shared(rule: PushRule) -> CompiledRule | None:
+    if not rule.default or (rule.kind, rule.rule_id) not in _USER_INDEPENDENT:
+        return compile_rule(rule)
+    key = (rule.kind, orjson.dumps(rule.to_json()))
+    if key in _SHARED:
+        return _SHARED[key]
+    compiled = compile_rule(rule)
+    if len(_SHARED) >= _MAX_SHARED:
+        _SHARED.clear()
+    _SHARED[key] = compiled
+    return compiled
+
+
 def compile_ruleset(ruleset: RuleSet) -> CompiledRuleSet:
     """The compiled form of `ruleset`, computed once and kept on it."""
     cached = ruleset._compiled
     if isinstance(cached, CompiledRuleSet):
         return cached
-    rules = (compile_rule(rule) for rule in ruleset)
+    rules = (_compile_shared(rule) for rule in ruleset)
     compiled = CompiledRuleSet(tuple(rule for rule in rules if rule is not None))
     object.__setattr__(ruleset, "_compiled", compiled)
+    return compiled
+
+
+#: Users whose compiled rule set `compiled_rules` keeps (least recently used go first).
+MAX_CACHED_USERS = 10_000
+_BY_USER: OrderedDict[str, tuple[str, CompiledRuleSet]] = OrderedDict()
+
+
+def compiled_rules(user_id: str, stored_json: str | None) -> CompiledRuleSet:
+    """The compiled effective rules of `user_id`, whose `push_rules.stored` column is
+    `stored_json` (None when the user changed nothing). One cache for the process: the
+    key is the stored text itself, so a change of the user's rules is never served stale,
+    whichever component (or database) asks."""
+    key = stored_json or ""
+    cached = _BY_USER.get(user_id)
+    if cached is not None and cached[0] == key:
+        _BY_USER.move_to_end(user_id)
+        return cached[1]
+    stored = (
+        StoredRules() if stored_json is None else StoredRules.from_json(orjson.loads(stored_json))
+    )
+    compiled = compile_ruleset(effective_ruleset(stored, user_id))
+    _BY_USER[user_id] = (key, compiled)
+    _BY_USER.move_to_end(user_id)
+    while len(_BY_USER) > MAX_CACHED_USERS:
+        _BY_USER.popitem(last=False)
     return compiled
 
 

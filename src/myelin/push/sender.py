@@ -7,28 +7,39 @@ delivers them, one task per pusher, with retries). After a read receipt of such 
 it queues a badge-only notification with the new unread count, so the phone's badge
 clears.
 
-It reads the log from its own offset, kept in `push_position` (written after each
-batch; a crash between queueing and delivering loses those pushes, never repeats a whole
-history), and only up to the sync reader's position: membership and room state come
-from the sync projections, which must already include the event. It waits on the sync
-notifier (woken after every applied batch and every receipt), never by polling. A first
-start begins at the current position: history is never pushed.
+It follows the log with a `LogConsumer` from its own offset, kept in `push_position`,
+and only up to the sync reader's position: membership and room state come from the sync
+projections, which must already include the event. It waits on the sync notifier (woken
+after every applied batch and every receipt), never by polling. A first start begins at
+the current position: history is never pushed. The offset is saved debounced (about once
+a second while busy): after a crash the events of that last window are pushed again,
+which we accept (a notification repeated, with the same event ID, which phones show
+once), and a crash between queueing and delivering loses those pushes.
+
+Most servers have few users with pushers, and most events none in their room: the set
+of users with `http` pushers is kept in memory (loaded at start, grown by
+`accountdata.watch_pushers`; a user whose pushers all went stays in it, which only
+costs a query), and so are the rooms each of them is joined to (loaded with the user,
+then followed through the membership changes of the log: a superset, since a change
+that state resolution made is taken as a join). An event is looked at in the database
+only when its room has such a user other than its sender, or it invites one; while no
+user has a pusher, an event or a receipt costs no database work at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 
-from myelin.eventlog.api import EventLog
+from myelin.eventlog.api import EventLog, LogEntry
+from myelin.eventlog.consumer import LogConsumer
 from myelin.push.counts import CountCache, evaluate_event, room_context, room_counts
-from myelin.push.evaluator import CompiledRuleSet, compile_ruleset
+from myelin.push.evaluator import CompiledRuleSet, compiled_rules
 from myelin.push.gateway import (
     EventInfo,
     GatewayClient,
@@ -38,17 +49,15 @@ from myelin.push.gateway import (
     deliver,
     notification_body,
 )
-from myelin.push.ruleset import StoredRules, effective_ruleset
 from myelin.roomserver.types import InputKind, LogPayload, Status
 from myelin.storage import Database, Txn
 from myelin.syncapi.notifier import Notifier
-from myelin.userapi.accountdata import AccountData
+from myelin.userapi.accountdata import AccountData, watch_pushers
 
 log = logging.getLogger("myelin.push")
 
 COMPONENT = "push"
 MIGRATIONS = "myelin.push.migrations"
-_CHUNK = 200
 
 
 async def _stored_position(t: Txn) -> int | None:
@@ -96,66 +105,119 @@ class PushSender:
         self.notifier = notifier
         self.store = store
         self.client = client or GatewayClient()
-        self.position = 0
         self.receipt_position = 0
-        self._rules: dict[str, tuple[str, CompiledRuleSet]] = {}
+        #: Users with at least one pusher (a superset: removals are noticed lazily).
+        self.pusher_users: set[str] = set()
+        #: Users with pushers whose joined rooms are not loaded into `_rooms` yet.
+        self._unloaded: set[str] = set()
+        #: Room ID -> the users with pushers joined to it (possibly more).
+        self._rooms: dict[str, set[str]] = {}
+        self._stop_watching = watch_pushers(db, self._pusher_added)
+        self.consumer = LogConsumer(
+            "push",
+            log,
+            notifier,
+            load=lambda: db.read(_stored_position),
+            save=self._save_position,
+            handle=self._handle,
+            after=self._receipts,
+        )
         self._counts = CountCache()
         self._queues: dict[PusherKey, PusherQueue] = {}
         self._tasks: dict[PusherKey, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
 
+    @property
+    def position(self) -> int:
+        return self.consumer.position
+
     async def open(self) -> None:
         await self.db.migrate(COMPONENT, MIGRATIONS)
-        stored = await self.db.read(_stored_position)
-        if stored is None:
-            stored = self.notifier.position
-            await self.db.run(lambda t: _save_position(t, stored))
-        self.position = min(stored, await self.log.head())
+        rows = await self.db.read(lambda t: t.fetchall("SELECT DISTINCT user_id FROM pushers"))
+        for (user_id,) in rows:
+            self._pusher_added(user_id)
+        await self.consumer.open()
         self.receipt_position = (
             await self.db.read(lambda t: t.fetchval("SELECT max(pos) FROM receipts")) or 0
         )
+
+    async def _save_position(self, pos: int) -> None:
+        await self.db.run(lambda t: _save_position(t, pos), durable=False)
 
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 try:
-                    while not self.notifier.closed:
-                        with self.notifier.listen(Notifier.PEEKERS) as woken:
-                            try:
-                                await self._catch_up()
-                            except Exception:  # pushes are best effort: never stop serving
-                                log.exception("pusher failed; trying again at the next wake-up")
-                            if self.notifier.closed:
-                                break
-                            await woken
+                    await self.consumer.run()
                 finally:
                     for task in self._tasks.values():
                         task.cancel()
         finally:
             self._tg = None
+            self._stop_watching()
             await self.client.close()
 
     # ------------------------------------------------------------------ the log
 
-    async def _catch_up(self) -> None:
-        upto = self.notifier.position
-        while self.position < upto:
-            entries = await self.log.read(self.position + 1, _CHUNK)
-            entries = [e for e in entries if e.offset <= upto]
-            if not entries:
-                break
-            for entry in entries:
-                payload = LogPayload.decode(entry.record.payload)
-                if payload.status is Status.ACCEPTED and payload.kind is InputKind.NEW:
-                    try:
-                        await self._push_event(payload, upto)
-                    except Exception:  # one bad event must not stop every push
-                        log.exception("push of %s failed", payload.event.event_id)
-            last = entries[-1].offset
-            await self.db.run(functools.partial(_save_position, pos=last), durable=False)
-            self.position = last
-        await self._receipts(upto)
+    def _pusher_added(self, user_id: str) -> None:
+        if user_id not in self.pusher_users:
+            self.pusher_users.add(user_id)
+            self._unloaded.add(user_id)
+
+    async def _load_rooms(self) -> None:
+        users = list(self._unloaded)
+        rows = await self.db.read(
+            lambda t: t.fetchall(
+                "SELECT room_id, user_id FROM sync_memberships"
+                " WHERE membership = 'join' AND user_id = ANY(?)",
+                users,
+            )
+        )
+        self._unloaded.difference_update(users)
+        for room_id, user_id in rows:
+            self._rooms.setdefault(room_id, set()).add(user_id)
+
+    def _track(self, payload: LogPayload) -> None:
+        """Follow the joins of users with pushers (a superset: see the module doc)."""
+        event = payload.event
+        for event_type, state_key, event_id in payload.state_delta:
+            if event_type != "m.room.member" or state_key not in self.pusher_users:
+                continue
+            if event_id == event.event_id and event.membership != "join":
+                members = self._rooms.get(event.room_id)
+                if members is not None:
+                    members.discard(state_key)
+                    if not members:
+                        del self._rooms[event.room_id]
+            else:
+                self._rooms.setdefault(event.room_id, set()).add(state_key)
+
+    def _may_push(self, payload: LogPayload) -> bool:
+        """Whether a user with a pusher may be notified of the event (no false negative)."""
+        event = payload.event
+        if event.type == "m.room.member" and event.state_key in self.pusher_users:
+            return True  # an invite notifies its target, who is not joined
+        members = self._rooms.get(event.room_id)
+        if not members:
+            return False
+        return len(members) > 1 or event.sender not in members
+
+    async def _handle(self, entries: Sequence[LogEntry], upto: int) -> None:
+        if not self.pusher_users:
+            return  # nobody to push to: not even decoding
+        for entry in entries:
+            if self._unloaded:  # a pusher was set (even during this batch's awaits)
+                await self._load_rooms()
+            payload = LogPayload.decode(entry.record.payload)
+            if payload.status is not Status.ACCEPTED:
+                continue
+            self._track(payload)
+            if payload.kind is InputKind.NEW and self._may_push(payload):
+                try:
+                    await self._push_event(payload, upto)
+                except Exception:  # one bad event must not stop every push
+                    log.exception("push of %s failed", payload.event.event_id)
 
     async def _push_event(self, payload: LogPayload, upto: int) -> None:
         event = payload.event
@@ -222,16 +284,7 @@ class PushSender:
 
     async def _compiled_rules(self, t: Txn, user_id: str) -> CompiledRuleSet:
         raw = await t.fetchval("SELECT stored FROM push_rules WHERE user_id = ?", user_id)
-        key = raw or ""
-        cached = self._rules.get(user_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        stored = StoredRules() if raw is None else StoredRules.from_json(orjson.loads(raw))
-        compiled = compile_ruleset(effective_ruleset(stored, user_id))
-        if len(self._rules) > 10_000:
-            self._rules.clear()
-        self._rules[user_id] = (key, compiled)
-        return compiled
+        return compiled_rules(user_id, raw)
 
     async def _unread(self, t: Txn, user_id: str, upto: int) -> int:
         """The badge: the user's unread notifications over all their joined rooms."""
@@ -250,6 +303,8 @@ class PushSender:
     async def _receipts(self, upto: int) -> None:
         """Badge-only notifications for users with pushers whose receipts moved."""
         since = self.receipt_position
+        if not self.pusher_users:
+            return  # nobody to badge (a later first pusher may get one badge update extra)
 
         async def q(t: Txn) -> tuple[int, list[tuple[Pusher, dict[str, Any]]]]:
             latest = int(await t.fetchval("SELECT max(pos) FROM receipt_stream") or 0)

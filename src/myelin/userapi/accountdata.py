@@ -24,6 +24,29 @@ from myelin.push.ruleset import StoredRules, effective_ruleset, pushrules_conten
 from myelin.storage import Database, Txn
 
 Wake = Callable[[Iterable[str]], None]
+#: Told the user ID after a pusher of that user was created or replaced.
+PusherAdded = Callable[[str], None]
+
+#: Watchers of new pushers per database (by `id`): the push sender keeps the set of users
+#: with pushers in memory so that events of rooms without them cost no query, and every
+#: `AccountData` of the process (the client API has its own) must reach it.
+_pusher_watchers: dict[int, list[PusherAdded]] = {}
+
+
+def watch_pushers(db: Database, callback: PusherAdded) -> Callable[[], None]:
+    """Call `callback(user_id)` after each pusher `set_pusher` commits on `db`; returns
+    the function that stops watching. (Removals are not reported: a watcher that keeps a
+    user without pushers only does a query too many.)"""
+    watchers = _pusher_watchers.setdefault(id(db), [])
+    watchers.append(callback)
+
+    def stop() -> None:
+        watchers.remove(callback)
+        if not watchers:
+            _pusher_watchers.pop(id(db), None)
+
+    return stop
+
 
 #: Account data types the server controls; PUT through the account-data API is 405.
 SERVER_CONTROLLED = frozenset({"m.push_rules", "m.fully_read"})
@@ -212,6 +235,8 @@ class AccountData:
             )
 
         await self.db.run(txn)
+        for watcher in list(_pusher_watchers.get(id(self.db), ())):
+            watcher(user_id)
 
     async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> None:
         await self.db.run(
