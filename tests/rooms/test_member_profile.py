@@ -53,7 +53,8 @@ async def test_joins_carry_the_current_profile(shared_server: ServerProcess) -> 
             "displayname": "Bob",
         }
 
-        # No profile set: a plain join. The invite names no profile of the invitee either.
+        # No profile set: the join carries the default name, the localpart (as on other
+        # servers). The invite names no profile of the invitee.
         status, _ = await c.call(
             "POST", f"{V3}/rooms/{room_id}/invite", {"user_id": c_id}, token=alice
         )
@@ -61,7 +62,10 @@ async def test_joins_carry_the_current_profile(shared_server: ServerProcess) -> 
         assert (await _member(c, alice, room_id, c_id))["membership"] == "invite"
         status, _ = await c.call("POST", f"{V3}/rooms/{room_id}/join", {}, token=carol)
         assert status == 200
-        assert await _member(c, alice, room_id, c_id) == {"membership": "join"}
+        assert await _member(c, alice, room_id, c_id) == {
+            "membership": "join",
+            "displayname": c_id[1:].split(":")[0],
+        }
 
         # A join after a profile change carries the new name (and a reason next to it).
         status, _ = await c.call("POST", f"{V3}/rooms/{room_id}/leave", {}, token=bob)

@@ -23,7 +23,7 @@ async def test_profile_set_get_and_propagation(server: ServerProcess) -> None:
         since = s["next_batch"]
 
         status, body = await c.call("GET", f"{V3}/profile/{me}")
-        assert (status, body) == (200, {})
+        assert (status, body) == (200, {"displayname": "pf_alice"})  # the default: the localpart
         status, _ = await c.call(
             "PUT", f"{V3}/profile/{me}/displayname", {"displayname": "Alice A."}, token=alice
         )

@@ -179,12 +179,14 @@ class UserAPI:
                 int(is_guest),
                 int(is_admin),
             )
-            if is_guest:  # a guest chose no name: its localpart is its name, as on Synapse
-                await t.execute(
-                    "INSERT INTO profiles (user_id, displayname) VALUES (?, ?)",
-                    user_id,
-                    user_id[1:].split(":", 1)[0],
-                )
+            # Every account starts with its localpart as display name, as on the other
+            # servers: clients and bridges show a name (and members carry one) before
+            # the user sets their own.
+            await t.execute(
+                "INSERT INTO profiles (user_id, displayname) VALUES (?, ?)",
+                user_id,
+                user_id[1:].split(":", 1)[0],
+            )
 
         try:
             await self.db.run(txn)
