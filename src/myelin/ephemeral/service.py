@@ -19,7 +19,7 @@ import orjson
 from myelin.ephemeral import presence, receipts
 from myelin.ephemeral.typing import MAX_TIMEOUT_MS, Typing
 from myelin.push.counts import CountCache, room_counts, thread_of
-from myelin.push.evaluator import CompiledRuleSet, compile_ruleset
+from myelin.push.evaluator import CompiledRuleSet, compiled_rules
 from myelin.push.ruleset import StoredRules, effective_ruleset, pushrules_content
 from myelin.storage import Database, Txn
 from myelin.syncapi import queries
@@ -105,7 +105,6 @@ class Ephemeral:
         self.typing = Typing()
         #: The joined members of each room with typing users, to wake when entries lapse.
         self._typing_members: dict[str, list[str]] = {}
-        self._rules: dict[str, tuple[str, CompiledRuleSet]] = {}
         self._counts = CountCache()
         #: user ID -> (state, last-active time) as last written by `set_presence`.
         self._presence_seen: dict[str, tuple[str, int]] = {}
@@ -265,16 +264,7 @@ class Ephemeral:
 
     async def _compiled_rules(self, t: Txn, user_id: str) -> CompiledRuleSet:
         raw = await t.fetchval("SELECT stored FROM push_rules WHERE user_id = ?", user_id)
-        key = raw or ""
-        cached = self._rules.get(user_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        stored = StoredRules() if raw is None else StoredRules.from_json(orjson.loads(raw))
-        compiled = compile_ruleset(effective_ruleset(stored, user_id))
-        if len(self._rules) > 10_000:
-            self._rules.clear()
-        self._rules[user_id] = (key, compiled)
-        return compiled
+        return compiled_rules(user_id, raw)  # the process-wide cache, shared with the pusher
 
     async def sync_part(
         self,

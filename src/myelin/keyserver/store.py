@@ -39,6 +39,26 @@ def _server_of(user_id: str) -> str:
     return user_id.partition(":")[2]
 
 
+async def _ask_remote(
+    remote: Any, method: str, by_server: dict[str, dict[str, Any]], failures: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The answers of other servers to a keys query or claim (federation); a server
+    that cannot answer is reported in `failures`, as the spec asks."""
+    answers: list[dict[str, Any]] = []
+    for server, wanted in by_server.items():
+        if remote is None:
+            failures[server] = {"errcode": "M_UNKNOWN", "error": "Federation is not available"}
+            continue
+        try:
+            answer = await getattr(remote, method)(server, wanted)
+        except Exception as exc:  # unreachable or refusing: that server's failure only
+            failures[server] = {"errcode": "M_UNKNOWN", "error": str(exc)[:200]}
+            continue
+        if isinstance(answer, dict):
+            answers.append(answer)
+    return answers
+
+
 class KeyServer:
     """The keys of this server's users. Open with `await KeyServer.open(db, server_name)`."""
 
@@ -48,6 +68,10 @@ class KeyServer:
         self.wake: Wake = wake or (lambda users: None)
         self.streams = Streams(db)
         self.backup = KeyBackup(db)
+        #: Keys of other servers' users (`myelin.federation.keys.RemoteKeys`), set while
+        #: federation runs: `await remote.query(server, wanted)` and `.claim(...)` give
+        #: the remote server's answer. None: remote users are reported as failures.
+        self.remote: Any = None
 
     @classmethod
     async def open(cls, db: Database, server_name: str, wake: Wake | None = None) -> KeyServer:
@@ -64,11 +88,20 @@ class KeyServer:
         txn_id: str,
         messages: Any,
     ) -> None:
-        """PUT /sendToDevice: queue, idempotently per (device, txn_id), and wake targets."""
+        """PUT /sendToDevice: queue, idempotently per (device, txn_id), and wake targets.
+        Messages for users of other servers go to `remote` (federation), if any."""
         users = await send_to_device(
             self.db, self.server_name, sender, sender_device, event_type, txn_id, messages
         )
         self.wake(users)
+        if self.remote is not None and isinstance(messages, dict) and users is not None:
+            others = {
+                u: m
+                for u, m in messages.items()
+                if _server_of(u) != self.server_name and isinstance(m, dict)
+            }
+            if others:
+                await self.remote.send_to_device(sender, sender_device, event_type, txn_id, others)
 
     async def sync_part(
         self,
@@ -133,7 +166,7 @@ class KeyServer:
             # and sharers that listed the devices (by /keys/query) should look again.
             await self.streams.append_device_change(t, user_id)
 
-        await self.db.run(txn)
+        await self.streams.key_write((user_id,), self.db.run(txn))
         await self._wake_sharers(user_id)
 
     # ------------------------------------------------------------------ upload
@@ -229,7 +262,7 @@ class KeyServer:
                 await self.streams.append_device_change(t, user_id)
             return counts, changed
 
-        counts, changed = await self.db.run(txn)
+        counts, changed = await self.streams.key_write((user_id,), self.db.run(txn))
         if changed:
             await self._wake_sharers(user_id)
         counts.setdefault("signed_curve25519", 0)
@@ -241,6 +274,9 @@ class KeyServer:
     async def _wake_sharers(self, user_id: str) -> None:
         users = await self.db.read(lambda t: self.streams.sharing_users(t, user_id))
         self.wake(users | {user_id})
+        if self.remote is not None and _server_of(user_id) == self.server_name:
+            # Other servers sharing a room with the user hear of it (m.device_list_update).
+            await self.remote.device_list_changed(user_id, users)
 
     # ------------------------------------------------------------------ query
 
@@ -248,14 +284,13 @@ class KeyServer:
         """POST /keys/query: the device and cross-signing keys of the wanted users."""
         failures: dict[str, Any] = {}
         local: dict[str, list[str]] = {}
+        remote: dict[str, dict[str, list[str]]] = {}
         for user_id, devices in wanted.items():
             if _server_of(user_id) == self.server_name:
                 local[user_id] = devices
-            else:  # no federation yet: the remote server is reported as unreachable
-                failures[_server_of(user_id)] = {
-                    "errcode": "M_UNKNOWN",
-                    "error": "Federation is not available",
-                }
+            else:
+                remote.setdefault(_server_of(user_id), {})[user_id] = devices
+        answers = await _ask_remote(self.remote, "query", remote, failures)
 
         async def q(t: Txn) -> dict[str, Any]:
             device_keys: dict[str, Any] = {}
@@ -299,6 +334,16 @@ class KeyServer:
                         key = _loads(row[1])
                         await _merge_signatures(t, key, user_id, row[0], requester)
                         out[user_id] = key
+            merged: list[tuple[str, dict[str, Any]]] = [
+                ("device_keys", device_keys),
+                ("master_keys", masters),
+                ("self_signing_keys", self_signing),
+            ]
+            for answer in answers:
+                for name, into in merged:
+                    got = answer.get(name)
+                    if isinstance(got, dict):
+                        into.update(got)
             return {
                 "failures": failures,
                 "device_keys": device_keys,
@@ -319,15 +364,14 @@ class KeyServer:
         """
         failures: dict[str, Any] = {}
         local: list[tuple[str, str, str]] = []
+        remote: dict[str, dict[str, Any]] = {}
         for user_id, devices in wanted.items():
             if _server_of(user_id) != self.server_name:
-                failures[_server_of(user_id)] = {
-                    "errcode": "M_UNKNOWN",
-                    "error": "Federation is not available",
-                }
+                remote.setdefault(_server_of(user_id), {})[user_id] = devices
                 continue
             for device_id, algorithm in devices.items():
                 local.append((user_id, device_id, algorithm))
+        answers = await _ask_remote(self.remote, "claim", remote, failures)
 
         async def txn(t: Txn) -> dict[str, Any]:
             claimed: dict[str, Any] = {}
@@ -365,7 +409,11 @@ class KeyServer:
 
         # The claimed devices see their new key counts on their next sync; a long poll
         # is not woken for that alone.
-        claimed = await self.db.run(txn)
+        claimed = await self.streams.key_write({u for u, _, _ in local}, self.db.run(txn))
+        for answer in answers:
+            found = answer.get("one_time_keys")
+            if isinstance(found, dict):
+                claimed.update(found)
         return {"failures": failures, "one_time_keys": claimed}
 
     # ------------------------------------------------------------------ cross-signing

@@ -12,12 +12,21 @@
 
 Sync tokens carry both positions after the room-stream position (see
 `myelin.syncapi.tokens`): `SyncPositions` is that pair.
+
+A device's one-time key counts and unused fallback key types, asked by every `/sync`, are
+kept in memory (`Streams._keys`). Every write of those keys goes through `key_write`, which
+notes the users' change on the event loop once the write has finished; an entry is used
+only when filled by a shared read transaction (`myelin.syncapi.batch.SharedReads`) that
+began after the last change of its user, so it holds what a fresh read would find.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -26,6 +35,20 @@ from myelin.storage import Database, Txn
 TO_DEVICE_LIMIT = 100
 #: How many devices' acknowledged positions are remembered.
 _ACKED_LIMIT = 100_000
+#: How many devices' key counts, and users' key changes, are remembered.
+_KEYS_LIMIT = 100_000
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """A device's one-time key counts and unused fallback key types, read by a shared
+    transaction that began at `born` (monotonic ns)."""
+
+    counts: tuple[tuple[str, int], ...]
+    fallback: tuple[str, ...]
+    born: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +86,71 @@ class Streams:
         #: pending. New messages always take higher positions than any a sync token
         #: carries, so an acknowledgement up to no more than this needs no database read.
         self._acked: dict[tuple[str, str], int] = {}
+        #: (user, device) -> its key counts as last read (see module doc).
+        self._keys: dict[tuple[str, str], _Keys] = {}
+        #: user -> monotonic ns of the last finished write of their one-time/fallback keys.
+        self._key_writes: dict[str, int] = {}
+        #: Entries read before this instant are not trusted (the maps were cleared then).
+        self._keys_floor = time.monotonic_ns()
+
+    async def key_write(self, user_ids: Iterable[str], write: Awaitable[_T]) -> _T:
+        """Run `write`, a database write of these users' one-time or fallback keys, and
+        note the change once it has finished (committed or not). Shielded: a cancelled
+        caller leaves the write running, and the change is still noted after it."""
+        users = tuple(user_ids)
+        task = asyncio.ensure_future(write)
+        task.add_done_callback(lambda _: self.keys_changed(users))
+        return await asyncio.shield(task)
+
+    def keys_changed(self, user_ids: Iterable[str]) -> None:
+        """The users' one-time or fallback keys changed: forget what was read before."""
+        now = time.monotonic_ns()
+        if len(self._key_writes) >= _KEYS_LIMIT:
+            self._key_writes.clear()
+            self._keys.clear()
+            self._keys_floor = now
+        for user_id in user_ids:
+            self._key_writes[user_id] = now
+
+    def _fresh_keys(self, user_id: str, device_id: str) -> _Keys | None:
+        found = self._keys.get((user_id, device_id))
+        if found is None:
+            return None
+        if found.born <= max(self._keys_floor, self._key_writes.get(user_id, 0)):
+            return None
+        return found
+
+    async def _device_keys(self, t: Txn, user_id: str, device_id: str) -> _Keys:
+        """The device's key counts: from memory when still fresh, else read (and kept
+        when `t` is a shared read transaction, whose start time is known)."""
+        found = self._fresh_keys(user_id, device_id)
+        if found is not None:
+            return found
+        counts = await t.fetchall(
+            "SELECT algorithm, count(*) FROM e2e_one_time_keys WHERE user_id = ?"
+            " AND device_id = ? GROUP BY algorithm",
+            user_id,
+            device_id,
+        )
+        unused = await t.fetchall(
+            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ?"
+            " AND used = 0 ORDER BY algorithm",
+            user_id,
+            device_id,
+        )
+        born = getattr(t, "born", None)
+        keys = _Keys(
+            tuple((str(r[0]), int(r[1])) for r in counts),
+            tuple(str(r[0]) for r in unused),
+            born if isinstance(born, int) else -1,
+        )
+        if isinstance(born, int) and born > max(
+            self._keys_floor, self._key_writes.get(user_id, 0)
+        ):
+            if len(self._keys) >= _KEYS_LIMIT:
+                self._keys.clear()
+            self._keys[(user_id, device_id)] = keys
+        return keys
 
     # ------------------------------------------------------------------ writes
 
@@ -163,20 +251,9 @@ class Streams:
         # The token moves only past what this device was given: a message queued by a
         # transaction that commits late (PostgreSQL) can never be skipped.
         td_pos = int(rows[-1][0]) if rows else after_td
-        counts = await t.fetchall(
-            "SELECT algorithm, count(*) FROM e2e_one_time_keys WHERE user_id = ?"
-            " AND device_id = ? GROUP BY algorithm",
-            user_id,
-            device_id,
-        )
-        otk_counts = {str(r[0]): int(r[1]) for r in counts}
+        keys = await self._device_keys(t, user_id, device_id)
+        otk_counts = dict(keys.counts)
         otk_counts.setdefault("signed_curve25519", 0)
-        unused = await t.fetchall(
-            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ?"
-            " AND used = 0 ORDER BY algorithm",
-            user_id,
-            device_id,
-        )
         changed: list[str] = []
         left: list[str] = []
         if since is not None:
@@ -187,7 +264,7 @@ class Streams:
             "to_device": {"events": events},
             "device_lists": {"changed": changed, "left": left},
             "device_one_time_keys_count": otk_counts,
-            "device_unused_fallback_key_types": [str(r[0]) for r in unused],
+            "device_unused_fallback_key_types": list(keys.fallback),
         }
         return SyncPart(
             fields,

@@ -7,12 +7,17 @@ positions). `ReadBatcher` gathers the reads requested in the same few loop turns
 them in at most `PARALLEL` read transactions, each over `SharedReads`, which answers a
 query already asked in that transaction from its first result. Within one read-only
 snapshot the same query always has the same rows, so this changes no answer.
+
+`SharedReads.born` is the monotonic clock read on the event loop before its transaction
+began: a cache filled inside it reflects every write whose invalidation was noted on the
+loop before that instant (`myelin.keyserver.streams.Streams.keys_changed` relies on it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Generic
 
@@ -30,9 +35,11 @@ MAX_TURNS = 4
 class SharedReads(Txn):
     """A read-only transaction that runs each distinct query once."""
 
-    def __init__(self, inner: Txn) -> None:
+    def __init__(self, inner: Txn, born: int) -> None:
         self._inner = inner
         self.backend = inner.backend
+        #: `time.monotonic_ns()` on the event loop before the transaction began.
+        self.born = born
         self._rows: dict[tuple[Any, ...], list[Row]] = {}
 
     async def execute(self, sql: str, *args: Any) -> int:
@@ -121,8 +128,10 @@ class ReadBatcher(Generic[T]):
         self._schedule()
 
     async def _run(self, chunk: list[_Read[T]]) -> None:
+        born = time.monotonic_ns()
+
         async def work(t: Txn) -> list[tuple[bool, Any]]:
-            shared = SharedReads(t)
+            shared = SharedReads(t, born)
             out: list[tuple[bool, Any]] = []
             for item in chunk:
                 if item.future.done():  # its request went away

@@ -44,6 +44,33 @@ async def events_between(
     return [stored_event(r) for r in rows]
 
 
+#: The widest position range `state_keys_between` looks through; past it, callers reread.
+STATE_SCAN = 1000
+
+
+async def state_keys_between(
+    t: Txn, room_id: str, after: int, upto: int
+) -> frozenset[tuple[str, str]] | None:
+    """The `(type, state_key)` of the room's state events with `after < pos <= upto`, or
+    None when the range is too wide to look through (`STATE_SCAN`). Per-user caches of
+    facts drawn from a room's state events (a member's display name, their membership
+    history) check with it that nothing they depend on arrived since they were read:
+    every member woken by one event asks the same range, one read when they share a
+    transaction (`myelin.syncapi.batch`)."""
+    if upto <= after:
+        return frozenset()
+    if upto - after > STATE_SCAN:
+        return None
+    rows = await t.fetchall(
+        "SELECT type, state_key FROM sync_events WHERE room_id = ? AND pos > ? AND pos <= ?"
+        " AND state_key IS NOT NULL",
+        room_id,
+        after,
+        upto,
+    )
+    return frozenset((str(r[0]), str(r[1])) for r in rows)
+
+
 async def events_by_id(t: Txn, event_ids: Sequence[str]) -> list[StoredEvent]:
     if not event_ids:
         return []

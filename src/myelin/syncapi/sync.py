@@ -35,6 +35,7 @@ from myelin.syncapi.format import StoredEvent, client_event, now_ms, stripped_ev
 from myelin.syncapi.notifier import Notifier
 from myelin.syncapi.relations import bundled_aggregations
 from myelin.syncapi.tokens import StreamToken
+from myelin.userapi import accountdata
 
 INVITE_STATE_TYPES = (
     "m.room.create",
@@ -218,6 +219,11 @@ class SyncAPI:
         self._looks: ReadBatcher[tuple[dict[str, Any], bool]] = ReadBatcher(db)
         #: (user, device) -> its last answer's token, to skip the next look when quiet.
         self._quiet: dict[tuple[str, str], _Quiet] = {}
+        #: (room, user) -> (the position it was read at, the user's history in the room),
+        #: reused while no setting or membership of the user arrived since (`_history`).
+        self._histories: dict[tuple[str, str], tuple[int, visibility.RoomHistory]] = {}
+        #: user -> (the account-data stream position it was read at, their ignored users).
+        self._ignoring: dict[str, tuple[int, frozenset[str]]] = {}
 
     # ------------------------------------------------------------------ /sync
 
@@ -376,7 +382,8 @@ class SyncAPI:
     ) -> dict[str, Any] | None:
         limit = flt.timeline_limit
         # A room new to this sync shows the latest history; otherwise what came after `since`.
-        vis = await visibility.load(t, room_id, who.user_id, await self._ignored(t, who.user_id))
+        history = await self._history(t, room_id, who.user_id, upto)
+        vis = history.checker(await self._ignored(t, who.user_id))
         span = vis.span(upto)
         start = 0 if newly else after
         start = max(start, span[0]) if span else start
@@ -492,9 +499,44 @@ class SyncAPI:
         return invite is not None and invite.sender in ignored
 
     async def _ignored(self, t: Txn, user_id: str) -> frozenset[str]:
+        """The user's ignored users; kept per user with the account-data stream position
+        it was read at (every account-data write moves it), so a snapshot at the same
+        position reuses it without a query (the position is one shared read)."""
         if not self.reads_ignored:
             return frozenset()
-        return await visibility.ignored_users(t, user_id)
+        at = await accountdata.latest_position(t)
+        kept = self._ignoring.get(user_id)
+        if kept is not None and kept[0] == at:
+            return kept[1]
+        found = await visibility.ignored_users(t, user_id)
+        if len(self._ignoring) >= MAX_QUIET:
+            self._ignoring.clear()
+        self._ignoring[user_id] = (at, found)
+        return found
+
+    async def _history(
+        self, t: Txn, room_id: str, user_id: str, upto: int
+    ) -> visibility.RoomHistory:
+        """The user's history in the room (`visibility.load_history`) in a snapshot that
+        holds every event up to `upto`. Kept with the position it was read at and reused
+        while the room's state events since then (one shared read for all the members
+        woken together) include no history-visibility setting and no membership of the
+        user."""
+        key = (room_id, user_id)
+        kept = self._histories.get(key)
+        if kept is not None and kept[0] <= upto:
+            since = await queries.state_keys_between(t, room_id, kept[0], upto)
+            if since is not None and not (
+                (visibility.HISTORY_TYPE, "") in since
+                or (visibility.MEMBER_TYPE, user_id) in since
+            ):
+                return kept[1]
+        history = await visibility.load_history(t, room_id, user_id)
+        if kept is None or kept[0] <= upto:
+            if len(self._histories) >= MAX_QUIET:
+                self._histories.clear()
+            self._histories[key] = (upto, history)
+        return history
 
     async def history_span(
         self, t: Txn, user_id: str, room_id: str

@@ -194,6 +194,11 @@ async def load(
 ) -> VisibilityCheck:
     """The room's setting changes and the user's membership changes, from the stream
     (two lookups of the `(room_id, type, state_key, pos)` index)."""
+    return (await load_history(t, room_id, user_id)).checker(ignored)
+
+
+async def load_history(t: Txn, room_id: str, user_id: str) -> RoomHistory:
+    """What `load` checks with: the setting changes and the user's membership changes."""
     settings: list[tuple[int, str]] = []
     memberships: list[tuple[int, str]] = []
     for event_type, state_key, out in (
@@ -214,7 +219,7 @@ async def load(
             else:
                 value = content.get("membership")
                 out.append((int(pos), value if isinstance(value, str) else "leave"))
-    return RoomHistory(user_id, tuple(settings), tuple(memberships)).checker(ignored)
+    return RoomHistory(user_id, tuple(settings), tuple(memberships))
 
 
 async def erased_senders(t: Txn, senders: Iterable[str]) -> frozenset[str]:
