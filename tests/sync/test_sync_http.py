@@ -223,7 +223,11 @@ async def test_display_name_change_is_not_a_new_join(shared_server: ServerProces
         assert joined["timeline"]["limited"] is False
         assert joined["state"]["events"] == []
         member = joined["timeline"]["events"][0]
-        assert member["unsigned"]["prev_content"] == {"membership": "join"}
+        # The join carried the account's default name, its localpart.
+        assert member["unsigned"]["prev_content"] == {
+            "membership": "join",
+            "displayname": "dn_alice",
+        }
 
 
 async def test_knock_appears_in_both_syncs(shared_server: ServerProcess) -> None:
