@@ -259,6 +259,8 @@ def install(router: Router, rooms: Rooms) -> None:
             alias,
             creator_profile=await writer.profile_of(who.user_id),
         )
+        if writer.remote is not None:  # invites of remote users: their servers sign them
+            events = await writer.remote.countersign_invites(events)
         offset = await writer.submit(events)
         if alias is not None:
             await directory.add(alias, room_id, who.user_id)
@@ -507,6 +509,22 @@ def install(router: Router, rooms: Rooms) -> None:
 
         return await send_once(req, scope, make)
 
+    async def redact_without_txn(req: Request) -> Response:
+        """`POST /redact/{eventId}`: the form before transaction IDs, which Synapse still
+        serves and Sytest uses (over federation too); no idempotence."""
+        room_id = _room_param(req)
+        target = req.params["event_id"]
+        await check_redaction(room_id, req.user().user_id, target)
+        reason = opt_str(req.json_or_empty(), "reason")
+        event_id = await writer.send(
+            room_id,
+            req.user().user_id,
+            "m.room.redaction",
+            {} if reason is None else {"reason": reason},
+            redacts=target,
+        )
+        return json_response({"event_id": event_id})
+
     async def put_state(req: Request) -> Response:
         room_id = _room_param(req)
         event_type = req.params["event_type"]
@@ -743,6 +761,7 @@ def install(router: Router, rooms: Rooms) -> None:
     add("PUT", _paths(room + "/send/{event_type}/{txn_id}"), send, auth=True, allow_guest=True)
     add("POST", _paths(room + "/send/{event_type}"), send_without_txn, auth=True)
     add("PUT", _paths(room + "/redact/{event_id}/{txn_id}"), redact, auth=True)
+    add("POST", _paths(room + "/redact/{event_id}"), redact_without_txn, auth=True)
     add("GET", _paths(room + "/state"), get_state, auth=True, allow_guest=True)
     add("GET", _paths(room + "/state/{event_type}"), get_state_event, auth=True, allow_guest=True)
     add("GET", _paths(room + "/state/{event_type}/"), get_state_event, auth=True, allow_guest=True)

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from myelin.appservice.service import AppServices
 from myelin.clientapi.http import MatrixError, Request, Requester, Response, error_response
 from myelin.clientapi.ratelimit import RateLimiter
 from myelin.clientapi.router import Router
@@ -53,6 +54,8 @@ class App:
         self.users = users
         self.max_body = max_body
         self.limiter = limiter
+        #: Application services: their `as_token`s authenticate too (set at wiring).
+        self.appservices: AppServices | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,7 +124,7 @@ class App:
         try:
             if route.auth:
                 req.requester = await self._authenticate(req, route.allow_guest)
-            if route.ratelimit and self.limiter is not None:
+            if route.ratelimit and self.limiter is not None and self._limited(req):
                 key = req.requester.user_id if req.requester else f"ip:{client_ip}"
                 wait_ms = self.limiter.check(key)
                 if wait_ms:
@@ -135,10 +138,23 @@ class App:
         except MatrixError as err:
             return error_response(err)
 
+    def _limited(self, req: Request) -> bool:
+        """Whether the request counts against a rate limit: not for an application
+        service whose registration says `rate_limited: false`."""
+        who = req.requester
+        if who is None or who.app_service is None or self.appservices is None:
+            return True
+        service = self.appservices.by_id(who.app_service)
+        return service is None or service.rate_limited
+
     async def _authenticate(self, req: Request, allow_guest: bool) -> Requester:
         token = req.access_token()
         if token is None:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+        service = self.appservices.by_token(token) if self.appservices else None
+        if service is not None and self.appservices is not None:
+            user_id = await self.appservices.assert_identity(service, req.query_param("user_id"))
+            return Requester(user_id, "", 0, app_service=service.id)
         info = await self.users.lookup_token(token)
         if info.is_guest and not allow_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")

@@ -9,6 +9,8 @@ database. The whole lifetime is one TaskGroup; nothing runs unowned.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -22,20 +24,25 @@ from typing import Any
 from granian.server.embed import Server as _EmbeddedServer
 
 from myelin import __version__
-from myelin.clientapi import account, devices, discovery, keybackup, todevice
+from myelin.appservice.registration import RegistrationError
+from myelin.appservice.wiring import load_appservices, running_appservices
+from myelin.clientapi import account, devices, discovery, keybackup, legacy_events, openid, todevice
 from myelin.clientapi import keys as key_routes
 from myelin.clientapi.context import ClientContext
 from myelin.clientapi.ratelimit import RateLimiter
 from myelin.clientapi.router import Router
 from myelin.ephemeral.wiring import install_user_data
+from myelin.federation.wiring import running_federation
 from myelin.keyserver import KeyServer
 from myelin.mediaapi.wiring import open_media
+from myelin.push.sender import running_sender
 from myelin.server.asgi import App
 from myelin.server.config import CONFIG_FILE_NAME, Config, default_config_text
 from myelin.server.logs import setup_logging
 from myelin.server.rooms import RoomComponents, open_rooms
 from myelin.server.signingkey import ServerKey, load_or_create
 from myelin.storage import Database, open_database
+from myelin.syncapi.legacy import LegacyStreams
 from myelin.userapi.accounts import UserAPI
 
 log = logging.getLogger("myelin.server")
@@ -80,7 +87,11 @@ async def open_homeserver(config: Config) -> AsyncIterator[Homeserver]:
     db = await open_database(database_url(config))
     try:
         users = await UserAPI.open(db, config.server_name, config.refreshable_token_lifetime_ms)
-        ctx = ClientContext(config=config, users=users, key=key)
+        try:
+            appservices = load_appservices(config.app_service_config_files, config.server_name)
+        except RegistrationError as exc:
+            raise StartupError(str(exc)) from None
+        ctx = ClientContext(config=config, users=users, key=key, appservices=appservices)
         router = Router()
         discovery.install(router, ctx)
         account.install(router, ctx)
@@ -99,16 +110,70 @@ async def open_homeserver(config: Config) -> AsyncIterator[Homeserver]:
             key_routes.install(router, ctx, keys)
             todevice.install(router, keys)
             keybackup.install(router, keys)
-            await install_user_data(router, db, rooms, users)
+            eph = await install_user_data(router, db, rooms, users)
+            legacy_events.install(
+                router,
+                LegacyStreams(rooms.sync, eph.typing, rooms.directory),
+                rooms.sync.presence_hook,
+            )
             app = App(router, users, max_body=config.max_request_body, limiter=limiter)
-            yield Homeserver(config, db, users, key, app, rooms)
+            await openid.install(router, db, config.server_name)
+            if appservices:
+                app.appservices = appservices
+                rooms.directory.on_unknown_alias = appservices.query_alias
+                rooms.directory.check_new_alias = appservices.check_alias
+                rooms.writer.on_invite = appservices.ensure_user
+            async with (
+                running_federation(
+                    config.server_name, key.key, db, rooms, users, router, keys, eph
+                ),
+                running_sender(db, rooms.log, rooms.notifier),
+                running_appservices(
+                    appservices,
+                    db=db,
+                    log=rooms.log,
+                    notifier=rooms.notifier,
+                    users=users,
+                    router=router,
+                    typing=eph.typing,
+                ),
+            ):
+                yield Homeserver(config, db, users, key, app, rooms)
     finally:
         await db.close()
+
+
+#: glibc's `mallopt` parameter number of M_MMAP_THRESHOLD (malloc.h).
+_M_MMAP_THRESHOLD = -3
+#: Blocks at least this large are mapped on their own and unmapped when freed.
+MMAP_THRESHOLD = 1024 * 1024
+
+
+def return_large_blocks_to_the_system() -> None:
+    """Fix glibc's mmap threshold so large blocks go back to the system when freed.
+
+    glibc raises the threshold to the size of each large block freed (up to 32 MiB), so
+    after one 16 MiB scrypt hash every later one is carved from the thread's arena, which
+    keeps it: RSS grew by 16 MiB per thread that ever hashed a password. Setting the
+    threshold explicitly turns that adjustment off. No-op where glibc is not the allocator.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    if mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        log.debug("mallopt(M_MMAP_THRESHOLD) refused; large blocks stay in malloc arenas")
 
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     setup_logging(config.log_dir, config.log_level)
+    return_large_blocks_to_the_system()
     data_dir = config.data_dir.resolve()
     async with open_homeserver(config) as hs:
         listeners = [_listener(hs.app, config.bind_address, config.port, None, None)]

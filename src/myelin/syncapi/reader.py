@@ -75,6 +75,12 @@ async def _redaction_allowed(t: Txn, redaction: Event, target_sender: str) -> bo
     return can_redact(redaction.sender, target_sender, auth_state)
 
 
+#: `unsigned` key of a membership outlier of a room this server is not in (an invite's
+#: rejection); an invite over federation is marked by its `invite_room_state`. Sync
+#: applies such memberships: they are all it knows of the room.
+OUTSIDE_MEMBERSHIP = "io.myelin.outside_membership"
+
+
 async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[str]:
     """Apply log records; returns the rooms whose served data changed."""
     rooms: set[str] = set()
@@ -90,14 +96,17 @@ async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[st
         if payload.status is Status.OUTLIER and event.state_key is not None:
             # State of a room joined over federation: the join's state delta names it,
             # and what sync serves of state is read from here.
-            await _store_outlier(t, event, offset)
             unsigned = event.pdu.get("unsigned")
-            invite = isinstance(unsigned, dict) and "invite_room_state" in unsigned
-            if event.type == "m.room.member" and (
-                invite or not await _has_state(t, event.room_id)
-            ):
-                # An invite to (or the rejection of an invite to) a room this server
-                # is not in: the membership is all sync knows of the room.
+            outside = (
+                event.type == "m.room.member"
+                and isinstance(unsigned, dict)
+                and ("invite_room_state" in unsigned or OUTSIDE_MEMBERSHIP in unsigned)
+            )
+            # An invite to (or the rejection of an invite to) a room this server is not
+            # in is the membership's own event: in the timeline, like any. Other
+            # outliers are state only.
+            await _store_outlier(t, event, offset if outside else -offset)
+            if outside:
                 rooms.add(event.room_id)
                 await _apply_state(
                     t, event.room_id, event.type, event.state_key or "", event.event_id,
@@ -157,23 +166,16 @@ async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[st
     return rooms
 
 
-async def _has_state(t: Txn, room_id: str) -> bool:
-    """Whether sync holds the room's state (its create event): the server is in it."""
-    found = await t.fetchval(
-        "SELECT event_id FROM sync_current_state WHERE room_id = ? AND type = ?"
-        " AND state_key = ''",
-        room_id,
-        "m.room.create",
-    )
-    return found is not None
-
-
-async def _store_outlier(t: Txn, event: Event, offset: int) -> None:
+async def _store_outlier(t: Txn, event: Event, pos: int) -> None:
+    """Keep an outlier where state reads find it. State of a room joined over federation
+    is kept at a negative position (`-offset`): below every timeline range (`pos >
+    after >= 0`), so it is served as state, never in a timeline (as the spec has it for
+    outliers)."""
     await t.execute(
         "INSERT INTO sync_events (pos, room_id, event_id, sender, type, state_key,"
         " room_version, pdu, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
         " ON CONFLICT DO NOTHING",
-        offset,
+        pos,
         event.room_id,
         event.event_id,
         event.sender,

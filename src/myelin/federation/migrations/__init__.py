@@ -1,0 +1,1 @@
+"""Schema of the federation sender (numbered SQL files, applied on start)."""
