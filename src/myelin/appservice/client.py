@@ -9,13 +9,17 @@ spec lists, for application services that predate the versioned API.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from myelin.appservice.registration import AppService
+
+# aiohttp (about 11 MB resident) is imported where a request is made, not at start-up:
+# a server that never talks to another one does not pay for it.
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("myelin.appservice")
 
@@ -41,6 +45,8 @@ class AppServiceClient:
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -83,6 +89,8 @@ class AppServiceClient:
     ) -> tuple[int, Any]:
         if service.url is None:
             return 0, None
+        import aiohttp
+
         headers = {"Authorization": f"Bearer {service.hs_token}"}
         data = None
         if body is not None:

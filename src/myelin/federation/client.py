@@ -20,15 +20,18 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from myelin.core.federation import sign_request
 from myelin.core.signing import SigningKey
+
+# aiohttp (about 11 MB resident) is imported where a request is made, not at start-up:
+# a server that never talks to another one does not pay for it.
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("myelin.federation.client")
 
@@ -98,6 +101,8 @@ class FederationClient:
         self._ssl = ssl.create_default_context()
 
     def _http(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
@@ -124,6 +129,8 @@ class FederationClient:
         cached = self._well_known.get(host)
         if cached is not None and time.monotonic() - cached[0] < WELL_KNOWN_TTL_S:
             return cached[1]
+        import aiohttp
+
         delegated: str | None = None
         try:
             async with self._http().get(
@@ -153,6 +160,9 @@ class FederationClient:
         signed: bool = True,
     ) -> Any:
         """Send one request; the parsed JSON answer of a 200. Raises FederationError."""
+        import aiohttp
+        from yarl import URL
+
         uri = path
         if query:
             uri += "?" + urlencode(

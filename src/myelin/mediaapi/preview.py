@@ -39,18 +39,21 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from myelin.clientapi.http import MatrixError, invalid_param, missing_param
 from myelin.mediaapi import thumbnails as thumbs
 from myelin.mediaapi.repository import MediaRepository
 from myelin.storage import Database, Txn
+
+# aiohttp (about 11 MB resident) is imported on the first preview, not at start-up: a
+# server whose users never preview a link does not pay for it.
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp.abc import AbstractResolver
 
 log = logging.getLogger("myelin.media.preview")
 
@@ -147,24 +150,28 @@ class BlockedAddress(Exception):
         self.address = address
 
 
-class _GuardedResolver(AbstractResolver):
+def _guarded_resolver(policy: AddressPolicy) -> AbstractResolver:
     """The default resolver, refusing any answer that holds a blocked address."""
+    from aiohttp.abc import AbstractResolver, ResolveResult
+    from aiohttp.resolver import DefaultResolver
 
-    def __init__(self, policy: AddressPolicy) -> None:
-        self._inner = DefaultResolver()
-        self._policy = policy
+    class GuardedResolver(AbstractResolver):
+        def __init__(self) -> None:
+            self._inner = DefaultResolver()
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            if not self._policy.allowed(result["host"]):
-                raise BlockedAddress(host, result["host"])
-        return results
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            results = await self._inner.resolve(host, port, family)
+            for result in results:
+                if not policy.allowed(result["host"]):
+                    raise BlockedAddress(host, result["host"])
+            return results
 
-    async def close(self) -> None:
-        await self._inner.close()
+        async def close(self) -> None:
+            await self._inner.close()
+
+    return GuardedResolver()
 
 
 def _forbidden(exc: BlockedAddress) -> MatrixError:
@@ -364,7 +371,9 @@ class UrlPreviewer:
     @contextlib.asynccontextmanager
     async def _open(self, url: URL) -> AsyncIterator[tuple[URL, aiohttp.ClientResponse]]:
         """GET `url`, following redirects hop by hop; yields the final URL and response."""
-        resolver = _GuardedResolver(self.policy)
+        import aiohttp
+
+        resolver = _guarded_resolver(self.policy)
         connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, limit=4)
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
         headers = {"User-Agent": self.settings.user_agent, "Accept-Language": "en"}
@@ -401,6 +410,8 @@ class UrlPreviewer:
 
     async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """The body, cut at `max_size` (a declared length over it is refused up front)."""
+        import aiohttp
+
         limit = self.settings.max_size
         if resp.content_length is not None and resp.content_length > limit:
             raise _too_large(limit)

@@ -17,10 +17,14 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
+
+# aiohttp (about 11 MB resident) is imported where a request is made, not at start-up:
+# a server that never talks to another one does not pay for it.
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("myelin.push.gateway")
 
@@ -150,6 +154,8 @@ class GatewayClient:
 
     async def notify(self, url: str, body: Mapping[str, Any]) -> list[str]:
         """POST `body`; the pushkeys the gateway rejected, or GatewayError."""
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),

@@ -240,9 +240,16 @@ def _listener(
         interface=Interfaces.ASGINL,
         log_enabled=False,
         websockets=False,
+        # Hundreds of clients connect at once (every long-polling /sync of a busy
+        # server); granian's default of 128 pending connections refuses the rest.
+        backlog=LISTEN_BACKLOG,
         ssl_cert=cert,
         ssl_key=key,
     )
+
+
+#: Pending connections the listening socket queues (the kernel caps it at somaxconn).
+LISTEN_BACKLOG = 4096
 
 
 class _Listener(_EmbeddedServer):
