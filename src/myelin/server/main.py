@@ -240,9 +240,12 @@ def _listener(
         interface=Interfaces.ASGINL,
         log_enabled=False,
         websockets=False,
-        # Hundreds of clients connect at once (every long-polling /sync of a busy
-        # server); granian's default of 128 pending connections refuses the rest.
+        # Every client of a busy server holds a long-polling /sync open. Granian's
+        # defaults (128 pending connections, and as many requests in flight) stop
+        # accepting connections once 128 long-polls wait, so the message that would
+        # answer them can no longer get in.
         backlog=LISTEN_BACKLOG,
+        backpressure=MAX_REQUESTS_IN_FLIGHT,
         ssl_cert=cert,
         ssl_key=key,
     )
@@ -250,6 +253,8 @@ def _listener(
 
 #: Pending connections the listening socket queues (the kernel caps it at somaxconn).
 LISTEN_BACKLOG = 4096
+#: Requests served at once; most of them are long-polls that cost nothing while waiting.
+MAX_REQUESTS_IN_FLIGHT = 16384
 
 
 class _Listener(_EmbeddedServer):
