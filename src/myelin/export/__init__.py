@@ -1,1 +1,0 @@
-"""Exporters that read the room event log, e.g. into a matrixdir."""
