@@ -24,6 +24,7 @@ from myelin.push.ruleset import StoredRules, effective_ruleset, pushrules_conten
 from myelin.storage import Database, Txn
 from myelin.syncapi import queries
 from myelin.syncapi.filters import EventFilter, SyncFilter
+from myelin.syncapi.queries import joined_members, sharing_users
 from myelin.syncapi.tokens import StreamToken
 from myelin.userapi import accountdata
 from myelin.userapi.accountdata import AccountData
@@ -67,25 +68,6 @@ class Positions:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-async def joined_members(t: Txn, room_id: str) -> list[str]:
-    rows = await t.fetchall(
-        "SELECT user_id FROM sync_memberships WHERE room_id = ? AND membership = 'join'",
-        room_id,
-    )
-    return [str(r[0]) for r in rows]
-
-
-async def sharing_users(t: Txn, user_id: str) -> set[str]:
-    """Users joined to a room the user is joined to, the user included."""
-    rows = await t.fetchall(
-        "SELECT DISTINCT o.user_id FROM sync_memberships m"
-        " JOIN sync_memberships o ON o.room_id = m.room_id AND o.membership = 'join'"
-        " WHERE m.user_id = ? AND m.membership = 'join'",
-        user_id,
-    )
-    return {str(r[0]) for r in rows} | {user_id}
 
 
 async def _is_joined(t: Txn, room_id: str, user_id: str) -> bool:

@@ -104,32 +104,6 @@ async def _presence_of(t: Txn, user_ids: set[str], upto: int) -> list[dict[str, 
     return found
 
 
-async def _joined_rooms(t: Txn, user_id: str) -> list[str]:
-    rows = await t.fetchall(
-        "SELECT room_id FROM sync_memberships WHERE user_id = ? AND membership = 'join'",
-        user_id,
-    )
-    return [str(r[0]) for r in rows]
-
-
-async def _room_members(t: Txn, room_id: str) -> list[str]:
-    rows = await t.fetchall(
-        "SELECT user_id FROM sync_memberships WHERE room_id = ? AND membership = 'join'",
-        room_id,
-    )
-    return [str(r[0]) for r in rows]
-
-
-async def _sharing_users(t: Txn, user_id: str) -> set[str]:
-    rows = await t.fetchall(
-        "SELECT DISTINCT o.user_id FROM sync_memberships m"
-        " JOIN sync_memberships o ON o.room_id = m.room_id AND o.membership = 'join'"
-        " WHERE m.user_id = ? AND m.membership = 'join'",
-        user_id,
-    )
-    return {str(r[0]) for r in rows} | {user_id}
-
-
 async def peek_floor(t: Txn, room_id: str) -> int | None:
     """The position after which a user outside the room may read it: the start of the
     room's current run of `world_readable` history visibility; None when the room is
@@ -320,11 +294,13 @@ class LegacyStreams:
         # Ephemeral events and account data, each from its own stream.
         if peek:
             eph_rooms = [room_id] if room_id is not None else []
-            users: set[str] = set(await _room_members(t, room_id)) if room_id else set()
+            users: set[str] = set(await queries.joined_members(t, room_id)) if room_id else set()
         else:
-            joined = await _joined_rooms(t, who.user_id)
+            joined = await queries.joined_room_ids(t, who.user_id)
             eph_rooms = [r for r in joined if room_id is None or r == room_id]
-            users = await _sharing_users(t, who.user_id) if now.presence > prev.presence else set()
+            users = set()
+            if now.presence > prev.presence:
+                users = await queries.sharing_users(t, who.user_id)
         for event in await presence.events(t, users, prev.presence, now.presence, now_ms()):
             chunk.append(_presence_event(event))
         by_room = await receipts.receipt_events(
@@ -415,7 +391,7 @@ class LegacyStreams:
             presence_events: list[dict[str, Any]] = []
             receipt_list: list[dict[str, Any]] = []
             if member:
-                members = set(await _room_members(t, room_id))
+                members = set(await queries.joined_members(t, room_id))
                 presence_events = await _presence_of(t, members, now.presence)
                 found = await receipts.receipt_events(t, who.user_id, [room_id], 0, now.receipts)
                 receipt_list = [{**e, "room_id": r} for r, e in found.items()]
@@ -467,7 +443,7 @@ class LegacyStreams:
                 snapshot["membership"] = membership
                 rooms.append(snapshot)
             joined = [r["room_id"] for r in rooms if r.get("membership") == "join"]
-            users = await _sharing_users(t, who.user_id)
+            users = await queries.sharing_users(t, who.user_id)
             presence_events = await _presence_of(t, users, now.presence)
             found = await receipts.receipt_events(t, who.user_id, joined, 0, now.receipts)
             global_data: list[dict[str, Any]] = []

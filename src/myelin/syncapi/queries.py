@@ -191,3 +191,32 @@ async def state_at(t: Txn, room_id: str, upto: int) -> list[StoredEvent]:
         event = stored_event(row)
         latest[(event.type, event.state_key or "")] = event
     return sorted(latest.values(), key=lambda e: e.pos)
+
+
+async def joined_room_ids(t: Txn, user_id: str) -> list[str]:
+    """The rooms the user is joined to."""
+    rows = await t.fetchall(
+        "SELECT room_id FROM sync_memberships WHERE user_id = ? AND membership = 'join'",
+        user_id,
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def joined_members(t: Txn, room_id: str) -> list[str]:
+    """The users joined to the room."""
+    rows = await t.fetchall(
+        "SELECT user_id FROM sync_memberships WHERE room_id = ? AND membership = 'join'",
+        room_id,
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def sharing_users(t: Txn, user_id: str) -> set[str]:
+    """Users joined to a room the user is joined to, the user included."""
+    rows = await t.fetchall(
+        "SELECT DISTINCT o.user_id FROM sync_memberships m"
+        " JOIN sync_memberships o ON o.room_id = m.room_id AND o.membership = 'join'"
+        " WHERE m.user_id = ? AND m.membership = 'join'",
+        user_id,
+    )
+    return {str(r[0]) for r in rows} | {user_id}
