@@ -37,6 +37,7 @@ from myelin.eventlog.consumer import LogConsumer
 from myelin.roomserver.types import InputKind, LogPayload, Status
 from myelin.storage import Database, Migration, Txn
 from myelin.syncapi.notifier import Notifier
+from myelin.tasks import running
 
 log = logging.getLogger("myelin.appservice")
 
@@ -339,15 +340,5 @@ async def running_senders(
         return
     for reader in readers:
         await reader.open()
-    body_error: BaseException | None = None
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(r.run(), name=f"appservice {r.service.id}") for r in readers]
-        try:
-            yield readers
-        except BaseException as exc:  # re-raised below, after the readers stopped
-            body_error = exc
-        finally:
-            for task in tasks:
-                task.cancel()
-    if body_error is not None:
-        raise body_error
+    async with running((r.run(), f"appservice {r.service.id}") for r in readers):
+        yield readers

@@ -52,6 +52,7 @@ from myelin.push.gateway import (
 from myelin.roomserver.types import InputKind, LogPayload, Status
 from myelin.storage import Database, Txn
 from myelin.syncapi.notifier import Notifier
+from myelin.tasks import running
 from myelin.userapi.accountdata import AccountData, watch_pushers
 
 log = logging.getLogger("myelin.push")
@@ -375,14 +376,5 @@ async def running_sender(
     passes through unchanged (not wrapped in the task group's ExceptionGroup)."""
     sender = PushSender(db, log, notifier, AccountData(db, notifier.wake))
     await sender.open()
-    body_error: BaseException | None = None
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(sender.run(), name="push-sender")
-        try:
-            yield sender
-        except BaseException as exc:  # re-raised below, after the sender stopped
-            body_error = exc
-        finally:
-            task.cancel()
-    if body_error is not None:
-        raise body_error
+    async with running([(sender.run(), "push-sender")]):
+        yield sender

@@ -10,7 +10,6 @@ request, stops the reader and closes the log.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from myelin.storage import Database
 from myelin.syncapi.notifier import Notifier
 from myelin.syncapi.reader import SyncReader
 from myelin.syncapi.sync import SyncAPI
+from myelin.tasks import running
 
 
 @dataclass
@@ -73,17 +73,5 @@ async def _components(
     room_routes.install(router, room_routes.Rooms(ctx, roomserver, writer, sync, directory))
     for module in (relations, search, spaces, report):
         module.install(router, sync)
-    # An error of the block passes through unchanged (not wrapped in the task
-    # group's ExceptionGroup), so callers see e.g. a startup error as it is.
-    body_error: BaseException | None = None
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(reader.run(), name="sync-reader")
-        try:
-            yield components
-        except BaseException as exc:  # re-raised below, after the reader stopped
-            body_error = exc
-        finally:
-            notifier.close()
-            task.cancel()
-    if body_error is not None:
-        raise body_error
+    async with running([(reader.run(), "sync-reader")], on_exit=notifier.close):
+        yield components

@@ -31,6 +31,7 @@ from myelin.roomserver.roomserver import Roomserver
 from myelin.roomserver.types import InputKind, LogPayload, Origin, Status
 from myelin.storage import Database, Txn
 from myelin.syncapi.notifier import Notifier
+from myelin.tasks import running
 
 log = logging.getLogger("myelin.federation.sender")
 
@@ -231,14 +232,5 @@ async def running_federation_sender(
     passes through unchanged."""
     sender = FederationSender(db, log, notifier, rs, client, server_name)
     await sender.open()
-    body_error: BaseException | None = None
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(sender.run(), name="federation-sender")
-        try:
-            yield sender
-        except BaseException as exc:
-            body_error = exc
-        finally:
-            task.cancel()
-    if body_error is not None:
-        raise body_error
+    async with running([(sender.run(), "federation-sender")]):
+        yield sender
