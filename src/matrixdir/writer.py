@@ -279,6 +279,28 @@ class StoreWriter:
             n += 1
         return EventFileName(ts, n)
 
+    @staticmethod
+    def _backfill_name(
+        ts: int,
+        ceiling: EventFileName | None,
+        previous: EventFileName | None,
+        planned: set[EventFileName],
+    ) -> EventFileName:
+        """Name a back-fill file so that it sorts before every file stored before the page.
+
+        A page is older than everything stored, but its first event may share its millisecond
+        with the oldest file; `(ts, n + 1)` would then sort after it. Such a file is named one
+        millisecond earlier instead, which §4.2 allows (a file never holds an event older than
+        its name). Files of one page follow each other in the order they were planned.
+        """
+        t = ts if ceiling is None or ts < ceiling.ts else max(ceiling.ts - 1, 0)
+        if previous is not None and previous.ts == t:
+            return EventFileName(t, previous.n + 1)
+        n = 0
+        while EventFileName(t, n) in planned:  # only after a clock going backwards in the page
+            n += 1
+        return EventFileName(t, n)
+
     def _write(
         self, room_id: str, events: Iterable[Any], *, backfill: bool
     ) -> list[dict[str, Any]]:
@@ -291,6 +313,7 @@ class StoreWriter:
         written: list[dict[str, Any]] = []
         cur: tuple[EventFileName, bool, list[bytes]] | None = None
         cur_size = 0
+        ceiling = room.files[0] if room.files else None
         for event in checked:
             eid = event["event_id"]
             if eid in room.index.ids or eid in seen:
@@ -305,7 +328,10 @@ class StoreWriter:
                     cur_size = room.sizes[head]
                     plan.append(cur)
             if cur is None or ts < cur[0].ts or cur_size >= self.max_file_bytes:
-                name = self._new_name(room, ts, planned)
+                if backfill:
+                    name = self._backfill_name(ts, ceiling, cur[0] if cur else None, planned)
+                else:
+                    name = self._new_name(room, ts, planned)
                 planned.add(name)
                 cur = (name, True, [])
                 cur_size = 0

@@ -162,11 +162,30 @@ def test_backfill_goes_to_new_files_that_sort_first(tmp_path: Path) -> None:
     assert order == ["$e5", "$e6", "$e7", "$e8", "$e9", "$e10", "$e11", "$e12"]
 
 
+def test_backfill_sharing_a_millisecond_with_the_oldest_file_still_sorts_first(
+    tmp_path: Path,
+) -> None:
+    # Fast senders put many events in one millisecond: the back-filled page that ends where
+    # the live file begins starts in that same millisecond, and must still read first.
+    with StoreWriter(tmp_path, max_file_bytes=300) as w:
+        w.append_live(ROOM, [ev(5, 1000), ev(6, 1000)])
+        w.write_backfill(ROOM, [ev(1, 1000), ev(2, 1000), ev(3, 1000), ev(4, 1000)])
+        w.write_backfill(ROOM, [ev(0, 999)])
+    names = sorted(EventFileName.parse(n) for n in files_of(tmp_path))
+    assert names[-1].name == "1000-events.jsonl" and len(names) > 3
+    assert all(n.ts <= 1000 for n in names)
+    order = [s.event_id for s in read_room(tmp_path / room_dir_name(ROOM))]
+    assert order == [f"$e{i}" for i in range(7)]
+    assert check_store(tmp_path).errors == []
+
+
 def test_same_timestamp_files_get_a_suffix(tmp_path: Path) -> None:
-    with StoreWriter(tmp_path) as w:
+    with StoreWriter(tmp_path, max_file_bytes=100) as w:
+        w.append_live(ROOM, [ev(1, 1000)])
         w.append_live(ROOM, [ev(2, 1000)])
-        w.write_backfill(ROOM, [ev(1, 1000)])
     assert files_of(tmp_path) == ["1000-events.jsonl", "1000.1-events.jsonl"]
+    order = [s.event_id for s in read_room(tmp_path / room_dir_name(ROOM))]
+    assert order == ["$e1", "$e2"]
 
 
 def test_rotation_by_size(tmp_path: Path) -> None:
