@@ -21,12 +21,24 @@ _SETTINGS: list[tuple[str, str, Any, str]] = [
     ("--tls-port", "tls_port", int, "Also listen with TLS on this port"),
     ("--tls-cert", "tls_cert", click.Path(path_type=Path), "TLS certificate chain (PEM)"),
     ("--tls-key", "tls_key", click.Path(path_type=Path), "TLS private key (PEM)"),
-    ("--registration", "registration_enabled", click.Choice(["open", "closed"]),
-     "Open or close registration [open only for localhost on loopback]"),
-    ("--refreshable-token-lifetime-ms", "refreshable_token_lifetime_ms", int,
-     "Lifetime of access tokens issued with a refresh token [300000]"),
-    ("--registration-shared-secret", "registration_shared_secret", str,
-     "Secret for admin registration (myelin user create, /_synapse/admin/v1/register)"),
+    (
+        "--registration",
+        "registration_enabled",
+        click.Choice(["open", "closed"]),
+        "Open or close registration [open only for localhost on loopback]",
+    ),
+    (
+        "--refreshable-token-lifetime-ms",
+        "refreshable_token_lifetime_ms",
+        int,
+        "Lifetime of access tokens issued with a refresh token [300000]",
+    ),
+    (
+        "--registration-shared-secret",
+        "registration_shared_secret",
+        str,
+        "Secret for admin registration (myelin user create, /_synapse/admin/v1/register)",
+    ),
     ("--allow-guests/--no-guests", "allow_guest_access", None, "Allow guest accounts"),
     ("--default-room-version", "default_room_version", str, "Room version of new rooms [12]"),
     ("--max-request-body", "max_request_body", int, "Largest request body in bytes"),
@@ -36,16 +48,48 @@ _SETTINGS: list[tuple[str, str, Any, str]] = [
     ("--rate-limit-burst", "rate_limit_burst", int, "Requests allowed in a burst [50]"),
     ("--database", "database", str, "'sqlite' (in the data dir) or a postgresql:// DSN"),
     ("--event-log", "event_log", str, "'disk' (in the data dir) or nats://host:port/STREAM"),
-    ("--log-level", "log_level", click.Choice(["debug", "info", "warning", "error"]),
-     "Log level of log/myelin.log [info]"),
+    (
+        "--log-level",
+        "log_level",
+        click.Choice(["debug", "info", "warning", "error"]),
+        "Log level of log/myelin.log [info]",
+    ),
     ("--public-baseurl", "public_baseurl", str, "Client-facing URL for .well-known"),
-    ("--app-service-config-files", "app_service_config_files", str,
-     "Application service registration files (YAML), comma-separated"),
+    (
+        "--app-service-config-files",
+        "app_service_config_files",
+        str,
+        "Application service registration files (YAML), comma-separated",
+    ),
     ("--url-preview/--no-url-preview", "url_preview_enabled", None, "Serve URL previews [on]"),
-    ("--url-preview-ip-range-blacklist", "url_preview_ip_range_blacklist", str,
-     "CIDR ranges URL previews may not reach, comma-separated [special-purpose ranges]"),
-    ("--url-preview-ip-range-whitelist", "url_preview_ip_range_whitelist", str,
-     "CIDR ranges URL previews may reach despite the blacklist, comma-separated"),
+    (
+        "--url-preview-ip-range-blacklist",
+        "url_preview_ip_range_blacklist",
+        str,
+        "CIDR ranges URL previews may not reach, comma-separated [special-purpose ranges]",
+    ),
+    (
+        "--url-preview-ip-range-whitelist",
+        "url_preview_ip_range_whitelist",
+        str,
+        "CIDR ranges URL previews may reach despite the blacklist, comma-separated",
+    ),
+    ("--cas-server-url", "cas_server_url", str, "Single sign-on through this CAS server"),
+    (
+        "--push-legacy-mention-rules/--no-push-legacy-mention-rules",
+        "push_legacy_mention_rules",
+        None,
+        "Notify of mentions in message bodies, as before Matrix v1.17 [off]",
+    ),
+    ("--smtp-host", "smtp_host", str, "SMTP relay for 3PID validation e-mails [none: no e-mail]"),
+    ("--smtp-port", "smtp_port", int, "Port of the SMTP relay [25]"),
+    ("--smtp-from", "smtp_from", str, "From address of e-mails [myelin@<server name>]"),
+    (
+        "--identity-server-tls-verify/--no-identity-server-tls-verify",
+        "identity_server_tls_verify",
+        None,
+        "Check identity servers' TLS certificates [on]",
+    ),
 ]
 
 
@@ -131,12 +175,22 @@ def user() -> None:
 
 @user.command("create")
 @click.argument("localpart")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              envvar="MYELIN_NEW_USER_PASSWORD", help="Password (prompted when absent)")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="MYELIN_NEW_USER_PASSWORD",
+    help="Password (prompted when absent)",
+)
 @click.option("--admin", is_flag=True, help="Make the user a server admin")
-@click.option("--url", default=None, envvar="MYELIN_URL",
-              help="Register through this running server with the shared secret instead "
-                   "of writing the database (e.g. http://127.0.0.1:8008)")
+@click.option(
+    "--url",
+    default=None,
+    envvar="MYELIN_URL",
+    help="Register through this running server with the shared secret instead "
+    "of writing the database (e.g. http://127.0.0.1:8008)",
+)
 @_server_options
 def user_create(
     localpart: str,

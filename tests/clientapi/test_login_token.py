@@ -172,9 +172,7 @@ async def test_capabilities_describe_what_users_may_do(tmp_path: Path) -> None:
 
             status, guest = await c.call("POST", f"{V3}/register?kind=guest", {})
             assert status == 200, guest
-            status, body = await c.call(
-                "GET", f"{V3}/capabilities", token=guest["access_token"]
-            )
+            status, body = await c.call("GET", f"{V3}/capabilities", token=guest["access_token"])
             assert status == 200
             assert body["capabilities"]["m.get_login_token"] == {"enabled": False}
             status, err = await c.call(

@@ -61,6 +61,12 @@ async def test_typing_in_sync_wakes_long_poll(server: ServerProcess) -> None:
         assert _ephemeral(s, room, "m.typing") == [
             {"type": "m.typing", "content": {"user_ids": []}}
         ]
+        # An initial sync says so too: a client that starts over learns that the typing
+        # it may remember from before has stopped.
+        status, s = await c.call("GET", f"{V3}/sync", token=bob)
+        assert _ephemeral(s, room, "m.typing") == [
+            {"type": "m.typing", "content": {"user_ids": []}}
+        ]
 
         # Bad requests: another user's typing, a missing flag, a room not joined (typing.yaml
         # lists no error responses, so these bodies are checked here, not by the validator).

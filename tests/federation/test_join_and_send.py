@@ -6,30 +6,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from tests.federation.conftest import Peer
 from tests.support.client import SpecClient
+from tests.support.federation import MAX_POLLS, Peer, wait_for_event, wait_joined
 from tests.support.rooms import create_room, register, send
 
 V3 = "/_matrix/client/v3"
-#: Long-polls per wait: each ends as soon as the event arrives, so this only bounds a hang.
-MAX_POLLS = 20
-
-
-async def wait_for_event(
-    c: SpecClient, token: str, room_id: str, match: Any, since: str | None = None
-) -> dict[str, Any]:
-    """Long-poll /sync until an event of `room_id` matching `match(event)` arrives."""
-    for _ in range(MAX_POLLS):
-        query = "timeout=10000" + (f"&since={since}" if since else "")
-        status, body = await c.call("GET", f"{V3}/sync?{query}", token=token)
-        assert status == 200, body
-        since = body["next_batch"]
-        room = body.get("rooms", {}).get("join", {}).get(room_id)
-        if room is not None:
-            for event in [*room["state"]["events"], *room["timeline"]["events"]]:
-                if match(event):
-                    return event
-    raise AssertionError(f"no matching event in {room_id} after {MAX_POLLS} polls")
 
 
 async def test_join_by_alias_and_talk_both_ways(peers: tuple[Peer, Peer]) -> None:
@@ -41,18 +22,14 @@ async def test_join_by_alias_and_talk_both_ways(peers: tuple[Peer, Peer]) -> Non
             ca, alice, {"preset": "public_chat", "room_version": "10", "room_alias_name": "fed"}
         )
         alias = f"#fed:{a.name}"
-        status, body = await cb.call(
-            "GET", f"{V3}/directory/room/{quote(alias)}", token=bob
-        )
+        status, body = await cb.call("GET", f"{V3}/directory/room/{quote(alias)}", token=bob)
         assert (status, body.get("room_id")) == (200, room_id), body
 
         status, body = await cb.call("POST", f"{V3}/join/{quote(alias)}", {}, token=bob)
         assert (status, body.get("room_id")) == (200, room_id), body
 
         # Bob's server knows the room: its state and his join.
-        status, members = await cb.call(
-            "GET", f"{V3}/rooms/{room_id}/joined_members", token=bob
-        )
+        status, members = await cb.call("GET", f"{V3}/rooms/{room_id}/joined_members", token=bob)
         assert status == 200, members
         assert set(members["joined"]) == {f"@alice:{a.name}", f"@bob:{b.name}"}
 
@@ -131,14 +108,7 @@ async def test_invite_remote_user_who_joins(peers: tuple[Peer, Peer]) -> None:
 
         status, body = await cb.call("POST", f"{V3}/rooms/{room_id}/join", {}, token=dave)
         assert status == 200, body
-        await wait_for_event(
-            ca,
-            carol,
-            room_id,
-            lambda e: e["type"] == "m.room.member"
-            and e["state_key"] == dave_id
-            and e["content"]["membership"] == "join",
-        )
+        await wait_joined(ca, carol, room_id, dave_id)
 
 
 async def test_device_keys_of_remote_users(peers: tuple[Peer, Peer]) -> None:
@@ -201,9 +171,7 @@ async def test_remote_profile(peers: tuple[Peer, Peer]) -> None:
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
 
 
-async def wait_for_ephemeral(
-    c: SpecClient, token: str, room_id: str, match: Any
-) -> dict[str, Any]:
+async def wait_for_ephemeral(c: SpecClient, token: str, room_id: str, match: Any) -> dict[str, Any]:
     """Long-poll /sync until an ephemeral event of `room_id` matching `match` arrives."""
     since = None
     for _ in range(MAX_POLLS):
@@ -261,9 +229,11 @@ async def test_typing_and_receipts_cross_servers_and_leave(peers: tuple[Peer, Pe
             ca,
             ivy,
             room_id,
-            lambda e: e["type"] == "m.room.member"
-            and e["state_key"] == jay_id
-            and e["content"]["membership"] == "leave",
+            lambda e: (
+                e["type"] == "m.room.member"
+                and e["state_key"] == jay_id
+                and e["content"]["membership"] == "leave"
+            ),
         )
 
 
@@ -291,14 +261,18 @@ async def test_rejoin_own_room_through_remote_server(peers: tuple[Peer, Peer]) -
         status, body = await cb.call("POST", f"{V3}/rooms/{room_id}/join", {}, token=lee)
         assert status == 200, body
         await wait_for_event(
-            ca, kim, room_id, lambda e: e.get("state_key") == lee_id
-            and e["content"].get("membership") == "join"
+            ca,
+            kim,
+            room_id,
+            lambda e: e.get("state_key") == lee_id and e["content"].get("membership") == "join",
         )
         status, body = await ca.call("POST", f"{V3}/rooms/{room_id}/leave", {}, token=kim)
         assert status == 200, body
         await wait_for_event(
-            cb, lee, room_id, lambda e: e.get("state_key") == kim_id
-            and e["content"].get("membership") == "leave"
+            cb,
+            lee,
+            room_id,
+            lambda e: e.get("state_key") == kim_id and e["content"].get("membership") == "leave",
         )
         status, body = await cb.call(
             "POST", f"{V3}/rooms/{room_id}/invite", {"user_id": kim_id}, token=lee

@@ -19,10 +19,12 @@ KEY = SigningKey.from_seed(bytes(range(32)), "k1")
 OTHER = SigningKey.from_seed(bytes(range(1, 33)), "k2")
 
 
-def key_response(server: str, key: SigningKey, signer: SigningKey | None = None) -> dict:
+def key_response(
+    server: str, key: SigningKey, signer: SigningKey | None = None, valid_for_ms: int = 3_600_000
+) -> dict:
     doc = {
         "server_name": server,
-        "valid_until_ts": int(time.time() * 1000) + 3_600_000,
+        "valid_until_ts": int(time.time() * 1000) + valid_for_ms,
         "verify_keys": {key.key_id: {"key": key.verify_key_base64}},
         "old_verify_keys": {},
     }
@@ -65,8 +67,9 @@ async def test_keyring_fetches_once_and_serves_own_keys_without_fetching() -> No
     own = await ring.server_keys("me.example")
     assert own.verify_keys == {"ed25519:k1": KEY.verify_key}
     assert calls == ["a.example"]
-    notary = await ring.notary_response("a.example")
-    assert notary is not None and set(notary["signatures"]) == {"a.example", "me.example"}
+    [notary] = await ring.notary_responses("a.example")
+    assert set(notary["signatures"]) == {"a.example", "me.example"}
+    assert calls == ["a.example"]  # cached and valid: no fetch
 
 
 async def test_keyring_failure_is_a_key_fetch_error() -> None:
@@ -75,7 +78,37 @@ async def test_keyring_failure_is_a_key_fetch_error() -> None:
 
     ring = Keyring("me.example", KEY, fetch)
     assert await ring.verify_key("down.example", "ed25519:k") is None
-    assert await ring.notary_response("down.example") is None
+    assert await ring.notary_responses("down.example") == []
+
+
+async def test_notary_keeps_a_key_the_origin_stopped_publishing() -> None:
+    """Sytest's "Key notary server must not overwrite a valid key with a spurious result
+    from the origin server": an expired key, then a later answer without it."""
+    answers = [
+        key_response("a.example", KEY, valid_for_ms=-86_400_000),
+        key_response("a.example", OTHER, valid_for_ms=-86_399_000),
+    ]
+    calls: list[str] = []
+
+    async def fetch(server: str) -> object:
+        calls.append(server)
+        return answers[len(calls) - 1]
+
+    ring = Keyring("me.example", SigningKey.from_seed(bytes(range(2, 34)), "me"), fetch)
+    [first] = await ring.notary_responses("a.example", ["ed25519:k1"])
+    assert set(first["verify_keys"]) == {"ed25519:k1"}
+    # Wanted valid until now: fetched again; the origin no longer lists k1.
+    [second] = await ring.notary_responses("a.example", ["ed25519:k1"], int(time.time() * 1000))
+    assert len(calls) == 2
+    assert set(second["verify_keys"]) == {"ed25519:k1"}
+    # Wanted valid until its own expiry: served from the cache, as first published.
+    expiry = first["valid_until_ts"]
+    [third] = await ring.notary_responses("a.example", ["ed25519:k1"], expiry)
+    assert len(calls) == 2
+    assert set(third["verify_keys"]) == {"ed25519:k1"}
+    assert third["valid_until_ts"] == expiry
+    [k2] = await ring.notary_responses("a.example", ["ed25519:k2"], 0)
+    assert set(k2["verify_keys"]) == {"ed25519:k2"}
 
 
 def test_auth_order_puts_auth_events_first() -> None:
@@ -88,16 +121,34 @@ def test_auth_order_puts_auth_events_first() -> None:
         "signing_key": KEY,
     }
     create = build_event(
-        version, type="m.room.create", content={"room_version": "10"}, state_key="",
-        prev_events=[], auth_events=[], depth=1, **common,
+        version,
+        type="m.room.create",
+        content={"room_version": "10"},
+        state_key="",
+        prev_events=[],
+        auth_events=[],
+        depth=1,
+        **common,
     )
     member = build_event(
-        version, type="m.room.member", content={"membership": "join"}, state_key="@u:a.example",
-        prev_events=[create], auth_events=[create], depth=2, **common,
+        version,
+        type="m.room.member",
+        content={"membership": "join"},
+        state_key="@u:a.example",
+        prev_events=[create],
+        auth_events=[create],
+        depth=2,
+        **common,
     )
     power = build_event(
-        version, type="m.room.power_levels", content={}, state_key="",
-        prev_events=[member], auth_events=[create, member], depth=1, **common,
+        version,
+        type="m.room.power_levels",
+        content={},
+        state_key="",
+        prev_events=[member],
+        auth_events=[create, member],
+        depth=1,
+        **common,
     )
     ordered = [e.event_id for e in auth_order([power, member, create])]
     assert ordered.index(create.event_id) < ordered.index(member.event_id)

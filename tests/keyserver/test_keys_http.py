@@ -698,3 +698,21 @@ async def test_new_and_renamed_devices_are_announced(client: SpecClient) -> None
     assert renamed["device_lists"]["changed"] == [bob.user_id]
     quiet = await sync(client, alice, renamed["next_batch"])
     assert bob.user_id not in quiet.get("device_lists", {}).get("changed", [])
+
+
+async def test_invitees_are_announced(client: SpecClient) -> None:
+    """A user invited to one of Alice's rooms is new to her in `device_lists.changed`
+    (clients track, and encrypt for, invitees from the invite on)."""
+    alice = await register(client, "inv_alice")
+    bob = await register(client, "inv_bob")
+    room_id = await create_room(client, alice.token, {"preset": "private_chat"})
+    start = await sync(client, alice)
+    assert bob.user_id not in start["device_lists"]["changed"]
+    status, body = await client.call(
+        "POST", f"{V3}/rooms/{room_id}/invite", {"user_id": bob.user_id}, token=alice.token
+    )
+    assert status == 200, body
+    invited = await sync(client, alice, start["next_batch"])
+    assert invited["device_lists"]["changed"] == [bob.user_id]
+    quiet = await sync(client, alice, invited["next_batch"])
+    assert quiet["device_lists"]["changed"] == []

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from myelin.core.canonicaljson import encode_canonical_json
-from myelin.push.defaults import DEFAULT_RULE_IDS
+from myelin.push.defaults import default_rule_ids, default_rules
 from myelin.push.errors import PushRuleError
 from myelin.push.rules import RuleKind
 from myelin.push.ruleset import EMPTY, effective_ruleset, get_rule, pushrules_content
@@ -57,7 +57,7 @@ def test_v1_17_removed_the_legacy_body_mention_rules() -> None:
     ):
         assert removed not in ids
     assert len(ids) == 15
-    assert ids == set().union(*DEFAULT_RULE_IDS.values())
+    assert ids == set().union(*(default_rule_ids(kind) for kind in RuleKind))
 
 
 def test_default_rules_name_the_user() -> None:
@@ -93,3 +93,30 @@ def test_wire_output_is_plain_json_and_detached_from_the_rules() -> None:
     rule = ruleset.get(RuleKind.OVERRIDE, ".m.rule.invite_for_me")
     with pytest.raises(TypeError):
         rule.actions[1]["value"] = "changed"  # type: ignore[index]
+
+
+def test_legacy_mention_rules_sit_where_v1_16_had_them() -> None:
+    """`push_legacy_mention_rules` brings back the removed rules, in their old places."""
+    rules = default_rules(USER, legacy=True)
+    overrides = [r.rule_id for r in rules[RuleKind.OVERRIDE]]
+    assert overrides.index(".m.rule.contains_display_name") == (
+        overrides.index(".m.rule.is_user_mention") + 1
+    )
+    assert overrides.index(".m.rule.roomnotif") == overrides.index(".m.rule.is_room_mention") + 1
+    (content,) = rules[RuleKind.CONTENT]
+    assert content.to_json() == {
+        "rule_id": ".m.rule.contains_user_name",
+        "default": True,
+        "enabled": True,
+        "pattern": "alice",
+        "actions": [
+            "notify",
+            {"set_tweak": "sound", "value": "default"},
+            {"set_tweak": "highlight"},
+        ],
+    }
+    # Off by default: the spec's set.
+    assert not {r.rule_id for r in default_rules(USER)[RuleKind.OVERRIDE]} & {
+        ".m.rule.contains_display_name",
+        ".m.rule.roomnotif",
+    }

@@ -465,3 +465,45 @@ def test_malformed_events_match_only_what_they_really_contain(
     ruleset = effective_ruleset(stored, ALICE)
     result = evaluate(ruleset, event, ctx(members=2, display_name="x", sender_power_level=100))
     assert rule_of(result) == expected
+
+
+@pytest.fixture
+def legacy_rules() -> Any:
+    """The server configured with `push_legacy_mention_rules` for one test."""
+    from myelin.push import defaults
+
+    defaults.configure(legacy_mention_rules=True)
+    try:
+        yield effective_ruleset(EMPTY, ALICE)
+    finally:
+        defaults.configure(legacy_mention_rules=False)
+
+
+def test_legacy_rules_notify_of_mentions_in_the_body_only_without_m_mentions(
+    legacy_rules: RuleSet,
+) -> None:
+    named = ctx(display_name="Alice Smith", sender_power_level=50)
+    by_name = run(message("ping alice, you there?"), named, legacy_rules)
+    assert by_name is not None and by_name.rule_id == ".m.rule.contains_user_name"
+    assert (by_name.is_notify, by_name.is_highlight, by_name.sound) == (True, True, "default")
+    assert rule_of(run(message("hey Alice Smith!"), named, legacy_rules)) == (
+        ".m.rule.contains_display_name"
+    )
+    assert rule_of(run(message("@room lunch"), named, legacy_rules)) == ".m.rule.roomnotif"
+    assert rule_of(run(message("@room lunch"), ctx(sender_power_level=0), legacy_rules)) == (
+        ".m.rule.message"
+    )
+    # A client that states its mentions is taken at its word (push.md v1.7).
+    stated = message("ping alice", **{"m.mentions": {"user_ids": [BOB]}})
+    assert rule_of(run(stated, named, legacy_rules)) == ".m.rule.message"
+    stated_room = message("@room lunch", **{"m.mentions": {}})
+    assert rule_of(run(stated_room, named, legacy_rules)) == ".m.rule.message"
+    # The spec's rule set (the default) has none of them.
+    assert rule_of(run(message("ping alice"), named)) == ".m.rule.message"
+
+
+def test_legacy_content_rule_outranks_a_muted_room(legacy_rules: RuleSet) -> None:
+    stored = put_rule(StoredRules(), RuleKind.ROOM, ROOM, {"actions": ["dont_notify"]})
+    muted = effective_ruleset(stored, ALICE)
+    assert rule_of(run(message("quiet"), ctx(), muted)) == ROOM
+    assert rule_of(run(message("alice: look"), ctx(), muted)) == ".m.rule.contains_user_name"

@@ -253,3 +253,33 @@ async def test_rooms_joined_after_the_pusher_are_followed(server: ServerProcess)
         await join(c, alice, room)
         third = await send(c, bob, room, "m3", {"msgtype": "m.text", "body": "three"})
         assert (await gw.next())["event_id"] == third  # m2 was never pushed
+
+
+async def test_receipts_before_the_first_pusher_are_not_badged(tmp_path: Path) -> None:
+    """Receipts made while no user had a pusher are passed over: the first badge-only
+    notification the new pusher gets is the one of the receipt that clears its count,
+    not a late one of an older receipt (which a gateway would show as the newest)."""
+    server = start_server(tmp_path / "data")
+    try:
+        async with SpecClient(server.base_url) as c, gateway() as gw:
+            alice, bob, room = await pair(c, "pg7")
+            early = await send(c, bob, room, "m0", {"msgtype": "m.text", "body": "before"})
+            status, _ = await c.call(
+                "POST", f"{V3}/rooms/{quote(room)}/receipt/m.read/{quote(early)}", {}, token=alice
+            )
+            assert status == 200
+            await set_pusher(c, alice, gw.url, "key-7")
+            event_id = await send(c, bob, room, "m1", {"msgtype": "m.text", "body": "hello"})
+            n = await gw.next()
+            assert (n["event_id"], n["counts"]) == (event_id, {"unread": 1})
+            status, _ = await c.call(
+                "POST",
+                f"{V3}/rooms/{quote(room)}/receipt/m.read/{quote(event_id)}",
+                {},
+                token=alice,
+            )
+            assert status == 200
+            badge = await gw.next(None)
+            assert badge["counts"] == {"unread": 0}
+    finally:
+        assert server.stop() == 0

@@ -13,7 +13,7 @@ def test_every_route_is_a_spec_operation() -> None:
     for module in (relations, search, spaces, report):
         module.install(router, None)
     routes = router.routes()
-    assert len(routes) == 12  # v1: 6; search and the two reports under both v3 and r0
+    assert len(routes) == 14  # v1: 6; search and the three reports under both v3 and r0
     for method, template in routes:
         concrete = template.replace("{", "X").replace("}", "")
         op = find_operation(method, concrete)

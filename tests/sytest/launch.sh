@@ -33,6 +33,8 @@ export MYELIN_REGISTRATION_SHARED_SECRET="$SYTEST_REGISTRATION_SHARED_SECRET"
 export MYELIN_ALLOW_GUEST_ACCESS=true
 export MYELIN_DEFAULT_ROOM_VERSION="${MYELIN_SYTEST_ROOM_VERSION:-10}"
 export MYELIN_RATE_LIMIT=false
+# Sytest predates Matrix v1.17: its push tests mention users in message bodies only.
+export MYELIN_PUSH_LEGACY_MENTION_RULES=true
 export MYELIN_DATABASE=sqlite
 export MYELIN_LOG_LEVEL="${MYELIN_SYTEST_LOG_LEVEL:-info}"
 # URL previews refuse loopback by default; sytest's own web server (the pages of
@@ -46,9 +48,28 @@ import json, os, sys
 files = json.load(open(sys.argv[1])).get("app_service_config_files") or []
 print(",".join(os.path.join(sys.argv[2], f) for f in files))' "$SYTEST_CONFIG" "${SYTEST_DIR:-.}")
   export MYELIN_APP_SERVICE_CONFIG_FILES
+  # Sytest's SMTP server (the validation e-mails of 3PIDs), `smtp` {host, port}.
+  SMTP=$(python3 -c '
+import json, sys
+smtp = json.load(open(sys.argv[1])).get("smtp") or {}
+print(smtp.get("host", ""), smtp.get("port", ""))' "$SYTEST_CONFIG")
+  if [ -n "${SMTP% *}" ]; then
+    export MYELIN_SMTP_HOST="${SMTP% *}" MYELIN_SMTP_PORT="${SMTP#* }"
+    export MYELIN_SMTP_FROM="myelin@localhost"
+  fi
 fi
+# Sytest's identity server has a self-signed certificate.
+export MYELIN_IDENTITY_SERVER_TLS_VERIFY=false
 # Outbound HTTPS (push gateways: sytest's test server) trusts sytest's CA; OpenSSL's
 # standard variable, read by Python's default TLS context.
 if [ -n "${SYTEST_CA_CERT:-}" ]; then export SSL_CERT_FILE="$SYTEST_CA_CERT"; fi
+
+# Single sign-on: sytest's CAS server (its test web server) from the Command plugin's JSON.
+if [ -n "${SYTEST_CONFIG:-}" ] && [ -f "$SYTEST_CONFIG" ]; then
+  MYELIN_CAS_SERVER_URL=$(python3 -c '
+import json, sys
+print((json.load(open(sys.argv[1])).get("cas") or {}).get("server_url") or "")' "$SYTEST_CONFIG")
+  if [ -n "$MYELIN_CAS_SERVER_URL" ]; then export MYELIN_CAS_SERVER_URL; fi
+fi
 
 exec "$REPO/.venv/bin/myelin" serve

@@ -9,17 +9,13 @@ spec lists, for application services that predate the versioned API.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from myelin.appservice.registration import AppService
-
-# aiohttp (about 11 MB resident) is imported where a request is made, not at start-up:
-# a server that never talks to another one does not pay for it.
-if TYPE_CHECKING:
-    import aiohttp
+from myelin.http_session import LazySession
 
 log = logging.getLogger("myelin.appservice")
 
@@ -42,21 +38,10 @@ class AppServiceClient:
     """One shared aiohttp session for every application service; closed at shutdown."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        import aiohttp
-
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-            )
-        return self._session
+        self._http = LazySession(REQUEST_TIMEOUT)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def request(
         self,
@@ -89,6 +74,7 @@ class AppServiceClient:
     ) -> tuple[int, Any]:
         if service.url is None:
             return 0, None
+        # Imported where a request is made, not at start-up (see `myelin.http_session`).
         import aiohttp
 
         headers = {"Authorization": f"Bearer {service.hs_token}"}
@@ -97,7 +83,7 @@ class AppServiceClient:
             data = orjson.dumps(body)
             headers["Content-Type"] = "application/json"
         try:
-            async with self._http().request(
+            async with self._http.get().request(
                 method,
                 service.url + path,
                 params=query,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from myelin.clientapi import sso
 from myelin.clientapi.context import ClientContext
 from myelin.clientapi.http import (
     MatrixError,
@@ -23,7 +24,14 @@ from myelin.clientapi.http import (
     req_str,
 )
 from myelin.clientapi.router import CLIENT_PREFIXES, CLIENT_V1_PREFIX, Router
-from myelin.clientapi.uia import DUMMY, PASSWORD, UIAChallenge, authenticate, identifier_user
+from myelin.clientapi.uia import (
+    DUMMY,
+    EMAIL_IDENTITY,
+    PASSWORD,
+    UIAChallenge,
+    authenticate,
+    identifier_user,
+)
 from myelin.syncapi import visibility
 from myelin.userapi.accountdata import delete_other_devices_pushers
 from myelin.userapi.accounts import Session, UserAPIError
@@ -76,6 +84,12 @@ def install(router: Router, ctx: ClientContext) -> None:
             del table[next(iter(table))]
         table[key] = value
 
+    def register_flows() -> list[list[str]]:
+        """Dummy, and an e-mail address as the only stage when this server sends e-mail."""
+        if ctx.threepids is not None and ctx.threepids.email_enabled:
+            return [*REGISTER_FLOWS, [EMAIL_IDENTITY]]
+        return REGISTER_FLOWS
+
     async def register(req: Request) -> Response:
         kind = req.query_param("kind") or "user"
         if kind not in ("user", "guest"):
@@ -117,7 +131,7 @@ def install(router: Router, ctx: ClientContext) -> None:
                 else:
                     user_id = users.check_new_localpart(secrets.token_hex(6))
                 try:
-                    finished = await authenticate(ctx, req, body, REGISTER_FLOWS, None)
+                    finished = await authenticate(ctx, req, body, register_flows(), None)
                 except UIAChallenge as challenge:
                     opened = challenge.extra["session"]
                     if opened not in session_params:
@@ -127,6 +141,8 @@ def install(router: Router, ctx: ClientContext) -> None:
                         remember(session_params, opened, kept)
                     raise
                 await users.create_account(user_id, password)
+                if ctx.threepids is not None:  # registered with a validated e-mail address
+                    await ctx.threepids.registered(user_id, body.get("auth"))
                 session_params.pop(finished, None)
                 remember(session_users, finished, user_id)
         if inhibit:
@@ -203,6 +219,7 @@ def install(router: Router, ctx: ClientContext) -> None:
         flows: list[dict[str, Any]] = [{"type": PASSWORD}, {"type": TOKEN, "get_login_token": True}]
         if ctx.appservices:
             flows.append({"type": APPSERVICE})
+        flows.extend(sso.login_flows(ctx))
         return json_response({"flows": flows})
 
     async def login_user(body: dict[str, Any], req: Request) -> str:
@@ -234,7 +251,8 @@ def install(router: Router, ctx: ClientContext) -> None:
             raise MatrixError(400, "M_UNKNOWN", f"Unknown login type {login_type}")
         password = req_str(body, "password")
         _check_password_value(password)
-        name = identifier_user(body)
+        by_3pid = await ctx.threepids.login_user(body) if ctx.threepids is not None else None
+        name = identifier_user(body) if by_3pid is None else by_3pid
         if name is None:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing identifier")
         try:
@@ -319,14 +337,16 @@ def install(router: Router, ctx: ClientContext) -> None:
     async def deactivate(req: Request) -> Response:
         who = req.user()
         body = req.json_or_empty()
-        # Checked for type only: no third-party IDs are stored (nothing to unbind).
-        opt_str(body, "id_server")
+        id_server = opt_str(body, "id_server")
         erase = opt_bool(body, "erase")
         await authenticate(ctx, req, body, PASSWORD_FLOWS, who.user_id)
         await users.deactivate(who.user_id)
         if erase:  # their events are served redacted to those who joined later
             await users.db.run(lambda t: visibility.mark_erased(t, who.user_id))
-        return json_response({"id_server_unbind_result": "no-support"})
+        result = "no-support"
+        if ctx.threepids is not None:  # its 3PIDs are unbound and forgotten
+            result = await ctx.threepids.deactivated(who.user_id, id_server)
+        return json_response({"id_server_unbind_result": result})
 
     router.add("POST", _paths("/register"), register, ratelimit=True)
     router.add("GET", _paths("/register/available"), available, ratelimit=True)

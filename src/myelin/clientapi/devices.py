@@ -135,8 +135,12 @@ def _check_event_filter(value: Any, where: str, lists: tuple[str, ...]) -> None:
     limit = value.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
         raise bad_json(f"{where}.limit must be an integer")
-    for flag in ("contains_url", "lazy_load_members", "include_redundant_members",
-                 "unread_thread_notifications"):
+    for flag in (
+        "contains_url",
+        "lazy_load_members",
+        "include_redundant_members",
+        "unread_thread_notifications",
+    ):
         if flag in value and not isinstance(value[flag], bool):
             raise bad_json(f"{where}.{flag} must be a boolean")
 
@@ -152,7 +156,5 @@ def _check_lists(value: dict[str, Any], keys: tuple[str, ...], where: str) -> No
         # and Sytest refuse it).
         if key in ("rooms", "not_rooms") and items and not all(map(is_valid_room_id, items)):
             raise bad_json(f"{where}{key} must hold valid room IDs")
-        if key in ("senders", "not_senders") and items and not all(
-            map(is_valid_user_id, items)
-        ):
+        if key in ("senders", "not_senders") and items and not all(map(is_valid_user_id, items)):
             raise bad_json(f"{where}{key} must hold valid user IDs")

@@ -45,8 +45,10 @@ def install(router: Router, ctx: ClientContext) -> None:
         return json_response({"m.homeserver": {"base_url": base_url}})
 
     async def wellknown_server(req: Request) -> Response:
-        host = config.server_name.rsplit(":", 1)[0] if "]" not in config.server_name else (
-            config.server_name.split("]")[0] + "]"
+        host = (
+            config.server_name.rsplit(":", 1)[0]
+            if "]" not in config.server_name
+            else (config.server_name.split("]")[0] + "]")
         )
         port = config.tls_port if config.tls_port is not None else config.port
         return json_response({"m.server": f"{host}:{port}"})
@@ -65,7 +67,10 @@ def install(router: Router, ctx: ClientContext) -> None:
                     },
                     "m.set_displayname": {"enabled": True},
                     "m.set_avatar_url": {"enabled": True},
-                    "m.3pid_changes": {"enabled": False},
+                    # Addresses can be added when this server mails validation links.
+                    "m.3pid_changes": {
+                        "enabled": ctx.threepids is not None and ctx.threepids.email_enabled
+                    },
                     "m.get_login_token": {"enabled": not req.user().is_guest},
                 }
             }
@@ -123,8 +128,13 @@ def install(router: Router, ctx: ClientContext) -> None:
     router.add("GET", "/_matrix/client/versions", versions)
     router.add("GET", "/.well-known/matrix/client", wellknown_client)
     router.add("GET", "/.well-known/matrix/server", wellknown_server)
-    router.add("GET", [p + "/capabilities" for p in CLIENT_PREFIXES], capabilities, auth=True,
-               allow_guest=True)
+    router.add(
+        "GET",
+        [p + "/capabilities" for p in CLIENT_PREFIXES],
+        capabilities,
+        auth=True,
+        allow_guest=True,
+    )
     router.add("GET", ["/_matrix/key/v2/server", "/_matrix/key/v2/server/{key_id}"], server_keys)
     router.add("GET", "/_synapse/admin/v1/register", admin_nonce)
     router.add("POST", "/_synapse/admin/v1/register", admin_register, ratelimit=True)
@@ -148,8 +158,10 @@ def front_page_html(ctx: ClientContext, base_url: str) -> str:
     c = ctx.config
     name = html.escape(c.server_name)
     url = html.escape(base_url)
-    reg = "open: any client can create an account here" if c.registration_open else (
-        "closed: an admin creates accounts with <code>myelin user create</code>"
+    reg = (
+        "open: any client can create an account here"
+        if c.registration_open
+        else ("closed: an admin creates accounts with <code>myelin user create</code>")
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Myelin on {name}</title></head>

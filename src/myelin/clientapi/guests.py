@@ -12,6 +12,7 @@ import logging
 
 from myelin.clientapi.http import MatrixError
 from myelin.clientapi.room_events import RoomWriter
+from myelin.core.events import Event
 from myelin.storage import Txn
 from myelin.syncapi import queries
 from myelin.syncapi.sync import SyncAPI
@@ -36,6 +37,15 @@ async def check_guest_join(sync: SyncAPI, room_id: str) -> None:
     """403 unless guests may join the room now."""
     if not await guests_may_join(sync, room_id):
         raise MatrixError(403, "M_FORBIDDEN", "Guest access is not allowed in this room")
+
+
+def revokes_guest_access(event: Event) -> bool:
+    """Whether `event` (accepted into its room) leaves guests unable to join it."""
+    return (
+        event.type == GUEST_ACCESS
+        and event.state_key == ""
+        and event.content.get("guest_access") != "can_join"
+    )
 
 
 async def evict_guests(

@@ -109,7 +109,7 @@ class Request:
         if configured:
             return configured.rstrip("/")
         host = self.headers.get("host", "")
-        if not host or any(c in host for c in "/\\ \"<>"):
+        if not host or any(c in host for c in '/\\ "<>'):
             host = "localhost"
         return f"{self.scheme}://{host}"
 

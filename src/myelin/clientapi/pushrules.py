@@ -161,9 +161,7 @@ def install(router: Router, store: AccountData, db: Database, notifier: Notifier
             user_id = req.user().user_id
             kind = _kind(req)
             name = _attr(req)
-            rule = get_rule(
-                await store.push_rules(user_id), user_id, kind, req.params["rule_id"]
-            )
+            rule = get_rule(await store.push_rules(user_id), user_id, kind, req.params["rule_id"])
             value = rule.enabled if name == "enabled" else rule.to_json()["actions"]
             return json_response({name: value})
 

@@ -1,10 +1,12 @@
-"""Reporting content (report_content module): `POST /rooms/{roomId}/report/{eventId}` and
-`POST /rooms/{roomId}/report`.
+"""Reporting content (report_content module): `POST /rooms/{roomId}/report/{eventId}`,
+`POST /rooms/{roomId}/report` and `POST /users/{userId}/report`.
 
 Reports are stored in `sync_reports` for the server's administrators. They are requests of
 clients, not projections of the log, so a rebuild keeps them. Reporting an event needs the
 reporter joined to the room and the event served there; an unknown room or event is
-M_NOT_FOUND as the spec describes.
+M_NOT_FOUND as the spec describes. A report about a user is accepted for any valid user ID,
+local or not, existing or not: the spec lets a server answer 200 either way so that the
+endpoint does not tell who has an account here. They go to `sync_user_reports`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ import time
 from typing import Any
 
 from myelin.clientapi.directory import check_room_id
-from myelin.clientapi.http import Request, Response, bad_json, json_response, not_found
+from myelin.clientapi.http import (
+    Request,
+    Response,
+    bad_json,
+    invalid_param,
+    json_response,
+    not_found,
+)
 from myelin.clientapi.router import CLIENT_PREFIXES, Router
+from myelin.core.identifiers import is_valid_user_id
 from myelin.storage import Txn
 from myelin.syncapi import queries
 from myelin.syncapi.sync import SyncAPI
@@ -40,6 +50,15 @@ async def reports(t: Txn, room_id: str) -> list[tuple[str | None, str, str | Non
         room_id,
     )
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def user_reports(t: Txn, reported_user_id: str) -> list[tuple[str, str | None]]:
+    """`(reporter, reason)` of the stored reports about a user, oldest first."""
+    rows = await t.fetchall(
+        "SELECT user_id, reason FROM sync_user_reports WHERE reported_user_id = ? ORDER BY id",
+        reported_user_id,
+    )
+    return [(r[0], r[1]) for r in rows]
 
 
 def install(router: Router, sync: SyncAPI) -> None:
@@ -92,6 +111,27 @@ def install(router: Router, sync: SyncAPI) -> None:
         await store(room_id, None, who.user_id, reason)
         return json_response({})
 
+    async def report_user(req: Request) -> Response:
+        who = req.user()
+        reported = req.params["user_id"]
+        if not is_valid_user_id(reported):
+            raise invalid_param(f"Invalid user ID {reported[:100]!r}")
+        reason = _reason(req.json_or_empty())
+
+        async def txn(t: Txn) -> None:
+            await t.execute(
+                "INSERT INTO sync_user_reports (reported_user_id, user_id, reason, received_ts)"
+                " VALUES (?, ?, ?, ?)",
+                reported,
+                who.user_id,
+                reason,
+                int(time.time() * 1000),
+            )
+
+        await sync.db.run(txn)
+        return json_response({})
+
     for prefix in CLIENT_PREFIXES:
         router.add("POST", prefix + "/rooms/{room_id}/report/{event_id}", report_event, auth=True)
         router.add("POST", prefix + "/rooms/{room_id}/report", report_room, auth=True)
+        router.add("POST", prefix + "/users/{user_id}/report", report_user, auth=True)

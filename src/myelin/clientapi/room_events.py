@@ -70,6 +70,9 @@ class RoomWriter:
         #: Called with the target of an invite before it is sent (application services
         #: are asked about unknown users of their namespaces).
         self.on_invite: Callable[[str], Awaitable[None]] | None = None
+        #: Called as `(room_id, user_id, through_federation)` after a local user joined
+        #: a room of their own accord (a room upgrade's settings follow them there).
+        self.on_joined: Callable[[str, str, bool], Awaitable[None]] | None = None
         #: Room operations through other servers (`myelin.federation.remote.RemoteRooms`),
         #: set while federation runs; None: this server works alone.
         self.remote: Any = None

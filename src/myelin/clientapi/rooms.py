@@ -38,6 +38,7 @@ from myelin.clientapi.http import (
 )
 from myelin.clientapi.room_events import RoomWriter
 from myelin.clientapi.router import CLIENT_PREFIXES, Router
+from myelin.clientapi.thirdpartyinvite import ThirdPartyInvites, check_invite_3pid
 from myelin.core.auth import get_named_level, get_power_level, is_valid_user_id
 from myelin.core.identifiers import is_valid_room_alias
 from myelin.roomserver.roomserver import Roomserver
@@ -68,6 +69,8 @@ class Rooms:
     writer: RoomWriter
     sync: SyncAPI
     directory: Directory
+    #: Invites of e-mail addresses (None: this server has no 3PID support).
+    third_party: ThirdPartyInvites | None = None
 
     def __post_init__(self) -> None:
         self._txn_locks: dict[tuple[str, str, str, str], asyncio.Lock] = {}
@@ -239,9 +242,19 @@ def install(router: Router, rooms: Rooms) -> None:
 
     # ---------------------------------------------------------------- create and membership
 
+    async def third_party_invite(room_id: str, sender: str, body: dict[str, Any]) -> str | None:
+        """Invite a 3PID: the user it is bound to (to invite as usual), or None when an
+        m.room.third_party_invite was sent instead (myelin.clientapi.thirdpartyinvite)."""
+        if rooms.third_party is None:
+            raise MatrixError(400, "M_UNRECOGNIZED", "This server has no third-party invites")
+        return await rooms.third_party.invite(room_id, sender, body)
+
     async def create_room(req: Request) -> Response:
         who = req.user()
         body = req.json(canonical=True)
+        invite_3pid = check_invite_3pid(body.get("invite_3pid"))
+        if invite_3pid and rooms.third_party is None:  # refused before the room exists
+            raise MatrixError(400, "M_UNRECOGNIZED", "This server has no third-party invites")
         alias = None
         alias_name = opt_str(body, "room_alias_name")
         if alias_name is not None:
@@ -267,6 +280,10 @@ def install(router: Router, rooms: Rooms) -> None:
         if body.get("visibility") == "public":
             await directory.set_public(room_id, True)
         await writer.notifier.wait_for_position(offset)
+        for entry in invite_3pid:
+            bound = await third_party_invite(room_id, who.user_id, entry)
+            if bound is not None:
+                await membership(room_id, who.user_id, bound, "invite", {})
         return json_response({"room_id": room_id})
 
     async def unchanged_state(
@@ -308,7 +325,12 @@ def install(router: Router, rooms: Rooms) -> None:
             and await unchanged_state(room_id, sender, "m.room.member", target, content)
         ):
             return
+        signed = body.get("third_party_signed")
+        if membership == "join" and target == sender and signed is not None:
+            await join_third_party(room_id, target, signed)
         if await _remote_membership(writer, room_id, sender, target, content, servers or []):
+            if membership == "join" and writer.on_joined is not None:
+                await writer.on_joined(room_id, target, True)
             return
         countersign = None
         if membership == "invite" and writer.remote is not None:
@@ -322,6 +344,18 @@ def install(router: Router, rooms: Rooms) -> None:
             require_joined=False,
             countersign=countersign,
         )
+        if membership == "join" and target == sender and writer.on_joined is not None:
+            await writer.on_joined(room_id, target, False)
+
+    async def join_third_party(room_id: str, user_id: str, signed: Any) -> None:
+        """A join with `third_party_signed` in a room of this server: the invite it proves
+        is sent first (unless the user is invited or joined already)."""
+        if rooms.third_party is None:
+            raise MatrixError(400, "M_UNRECOGNIZED", "This server has no third-party invites")
+        if writer.remote is not None and await writer.remote.needs_remote_join(room_id):
+            return
+        if await rooms.rs.membership(room_id, user_id) not in ("invite", "join"):
+            await rooms.third_party.join_signed(room_id, user_id, signed)
 
     async def resolve_target(req: Request, servers: list[str] | None = None) -> str:
         """The room named by `{roomIdOrAlias}`; an alias of another server is asked of
@@ -388,10 +422,16 @@ def install(router: Router, rooms: Rooms) -> None:
         async def handler(req: Request) -> Response:
             room_id = _room_param(req)
             body = req.json()
+            if action == "invite" and "user_id" not in body and "medium" in body:
+                bound = await third_party_invite(room_id, req.user().user_id, body)
+                if bound is None:
+                    return json_response({})
+                body = {**body, "user_id": bound}
             target = req_str(body, "user_id")
-            if action in targets and await rooms.rs.membership(room_id, target) not in targets[
-                action
-            ]:
+            if (
+                action in targets
+                and await rooms.rs.membership(room_id, target) not in targets[action]
+            ):
                 raise forbidden(f"Cannot {action} {target[:100]}: not a member in that state")
             await membership(room_id, req.user().user_id, target, kind, body)
             return json_response({})
@@ -465,9 +505,7 @@ def install(router: Router, rooms: Rooms) -> None:
         serves and Sytest uses; no idempotence, as it has no transaction ID."""
         room_id = _room_param(req)
         content = req.json(canonical=True)
-        event_id = await writer.send(
-            room_id, req.user().user_id, req.params["event_type"], content
-        )
+        event_id = await writer.send(room_id, req.user().user_id, req.params["event_type"], content)
         return json_response({"event_id": event_id})
 
     async def check_redaction(room_id: str, sender: str, target: str) -> None:
@@ -678,8 +716,8 @@ def install(router: Router, rooms: Rooms) -> None:
 
     async def room_aliases(req: Request) -> Response:
         room_id = _room_param(req)
-        found = await sync.membership(req.user().user_id, room_id)
-        if found is None or found[0] != "join":
+        # directory.yaml: members, or anyone when the history is world_readable.
+        if not await sync.reads_current_state(req.user().user_id, room_id):
             raise forbidden("You are not joined to this room")
         return json_response({"aliases": await directory.aliases_of(room_id)})
 

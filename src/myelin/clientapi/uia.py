@@ -15,7 +15,13 @@ from myelin.clientapi.http import MatrixError, Request, bad_json, forbidden, opt
 from myelin.userapi.accounts import UserAPIError
 
 DUMMY = "m.login.dummy"
+#: A validated e-mail address (myelin.clientapi.threepid); offered for registration.
+EMAIL_IDENTITY = "m.login.email.identity"
 PASSWORD = "m.login.password"
+#: Completed through the fallback page and the CAS ticket URL (myelin.clientapi.sso).
+SSO = "m.login.sso"
+#: Recorded instead of SSO when single sign-on proved somebody else: the request is refused.
+SSO_MISMATCH = "x.myelin.sso_other_user"
 
 
 class UIAChallenge(MatrixError):
@@ -63,6 +69,9 @@ async def authenticate(
         # An application service acts for its users with its own token: no UIA
         # (application-service-api.md; the reference server does the same).
         return f"appservice:{req.requester.app_service}"
+    if ctx.config.cas_server_url and user_id is not None and [PASSWORD] in flows:
+        # Whoever may prove themselves by password may do so by single sign-on too.
+        flows = [*flows, [SSO]]
     auth = opt_dict(body, "auth")
     uri = req.path
     if auth is None:
@@ -80,6 +89,8 @@ async def authenticate(
     method, s_uri, s_user, completed = found
     if method != req.method or s_uri != uri or s_user != user_id:
         raise forbidden("This UIA session was started for a different request")
+    if SSO_MISMATCH in completed:
+        raise forbidden("Single sign-on proved a different user than the one asking")
     stage = auth.get("type")
     if stage is not None:
         if not isinstance(stage, str):
@@ -107,6 +118,8 @@ async def _check_stage(
     """None when the stage succeeded, else (errcode, error) of the failed attempt."""
     if stage == DUMMY:
         return None
+    if stage == EMAIL_IDENTITY and ctx.threepids is not None:
+        return await ctx.threepids.check_email_stage(auth)
     if stage == PASSWORD:
         password = auth.get("password")
         if not isinstance(password, str):
@@ -143,4 +156,3 @@ def identifier_user(auth: dict[str, Any]) -> str | None:
     if not isinstance(user, str) or not user:
         raise bad_json("user must be a non-empty string")
     return user
-

@@ -354,10 +354,7 @@ class Upgrader:
     ) -> None:
         """What follows the tombstone: directory, old room restrictions, user settings.
         Each step is best effort: the upgrade itself has happened."""
-        await self.directory.move_aliases(old, new)
-        if await self.directory.is_public(old):
-            await self.directory.set_public(new, True)
-            await self.directory.set_public(old, False)
+        await self._move_directory(old, new)
         alias = state.get(("m.room.canonical_alias", ""))
         if alias is not None and alias.content:
             await self._try_send(old, user_id, "m.room.canonical_alias", {})
@@ -376,6 +373,45 @@ class Upgrader:
             for member in local:
                 await self._copy_user_state(member, old, new)
 
+    async def on_joined(self, room_id: str, user_id: str, through_federation: bool) -> None:
+        """A local user joined `room_id`: if it replaces an older room, the user's tags,
+        `m.direct` entry and room push rules of the old room are copied to it, and when
+        this server has just come into the room (`through_federation`: the upgrade was
+        made elsewhere), its directory follows the upgrade too: local aliases of the old
+        room point to the new one, and a published old room gives way to the new one.
+
+        The directory moves only if the old room's tombstone names this room: a create
+        event can name any room as its predecessor, and must not take over its aliases.
+        Best effort: the join has happened whatever this finds."""
+        try:
+            old = await self._predecessor(room_id)
+            if old is None:
+                return
+            if through_federation and await self._replaced_by(old, room_id):
+                await self._move_directory(old, room_id)
+            if self.account_data is not None:
+                await self._copy_user_state(user_id, old, room_id)
+        except Exception:
+            log.exception("settings of an upgraded room not carried over to %s", room_id)
+
+    async def _predecessor(self, room_id: str) -> str | None:
+        key: StateKey = ("m.room.create", "")
+        create = (await self.rs.current_state_events(room_id, [key])).get(key)
+        predecessor = create.content.get("predecessor") if create is not None else None
+        old = predecessor.get("room_id") if isinstance(predecessor, dict) else None
+        return old if isinstance(old, str) and old != room_id else None
+
+    async def _replaced_by(self, old: str, new: str) -> bool:
+        key: StateKey = ("m.room.tombstone", "")
+        tombstone = (await self.rs.current_state_events(old, [key])).get(key)
+        return tombstone is not None and tombstone.content.get("replacement_room") == new
+
+    async def _move_directory(self, old: str, new: str) -> None:
+        await self.directory.move_aliases(old, new)
+        if await self.directory.is_public(old):
+            await self.directory.set_public(new, True)
+            await self.directory.set_public(old, False)
+
     async def _try_send(
         self, room_id: str, sender: str, event_type: str, content: Mapping[str, Any]
     ) -> None:
@@ -389,7 +425,7 @@ class Upgrader:
         store = self.account_data
         assert store is not None
         tags = await store.get(user_id, old, "m.tag")
-        if tags:
+        if tags and not await store.get(user_id, new, "m.tag"):  # never over newer tags
             await store.put(user_id, new, "m.tag", tags)
         direct = await store.get(user_id, "", "m.direct")
         if isinstance(direct, dict):

@@ -25,7 +25,8 @@ def paths(suffix: str) -> list[str]:
 
 async def _public_rooms(t: Txn) -> list[str]:
     """Rooms whose members anyone may find: joinable by anyone (`public` join rule) or
-    readable by anyone (`world_readable` history), as Synapse's directory counts them."""
+    readable by anyone (`world_readable` history), as Synapse's directory counts them,
+    among the rooms this server is still in."""
     rows = await t.fetchall(
         "SELECT s.room_id, s.type, e.pdu FROM sync_current_state s"
         " JOIN sync_events e ON e.event_id = s.event_id"
@@ -40,7 +41,16 @@ async def _public_rooms(t: Txn) -> list[str]:
             and content.get("history_visibility") == "world_readable"
         ):
             public.add(str(room_id))
-    return sorted(public)
+    if not public:
+        return []
+    # A room this server has left is not followed any more: its last known members may
+    # have gone since, so only rooms a local account is still joined to count.
+    rows = await t.fetchall(
+        "SELECT DISTINCT m.room_id FROM sync_memberships m JOIN users u ON u.user_id = m.user_id"
+        " WHERE m.membership = 'join' AND m.room_id = ANY(?)",
+        sorted(public),
+    )
+    return sorted(str(r[0]) for r in rows)
 
 
 async def _candidates(t: Txn, searcher: str) -> dict[str, dict[str, str]]:

@@ -133,6 +133,25 @@ def is_valid_localpart(localpart: str, *, historical: bool = False) -> bool:
     return ":" not in localpart and _SURROGATE_OR_NUL.search(localpart) is None
 
 
+_LOCALPART_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-/+")
+
+
+def localpart_from_external(name: str) -> str:
+    """A user ID localpart for a name from another system (an SSO account, a bridge).
+
+    The appendix's suggested mapping ("Mapping from other character sets"): UTF-8,
+    A-Z lowered, every other byte outside the grammar (and `=` itself) as `=xx`. So
+    `cas_user!` becomes `cas_user=21` and `José` becomes `jos=c3=a9`; the mapping is the
+    same every time, which is all the spec requires of it.
+    """
+    out: list[str] = []
+    for byte in name.encode("utf-8"):
+        if 0x41 <= byte <= 0x5A:  # A-Z
+            byte += 0x20
+        out.append(chr(byte) if byte in _LOCALPART_SAFE else f"={byte:02x}")
+    return "".join(out)
+
+
 def _is_opaque_localpart(localpart: str) -> bool:
     """Room ID / alias / v1 event ID localparts: non-empty, no `:`, NUL or surrogates."""
     return bool(localpart) and ":" not in localpart and _SURROGATE_OR_NUL.search(localpart) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from myelin.clientapi import accountdata as account_data_routes
+from myelin.clientapi import admin as admin_routes
 from myelin.clientapi import ephemeral as ephemeral_routes
 from myelin.clientapi import profile as profile_routes
 from myelin.clientapi import pushrules as pushrule_routes
@@ -40,5 +41,9 @@ async def install_user_data(
     ephemeral_routes.install(router, eph)
     profile_routes.install(router, store, rooms, users)
     directory_routes.install(router, db)
-    upgrade_routes.install(router, rooms.roomserver, rooms.writer, rooms.directory, store)
+    upgrader = upgrade_routes.install(
+        router, rooms.roomserver, rooms.writer, rooms.directory, store
+    )
+    rooms.writer.on_joined = upgrader.on_joined
+    admin_routes.install(router, users)
     return eph

@@ -37,9 +37,7 @@ def check_event_log_setting(setting: str) -> str:
         )
     stream = url.path.strip("/") or DEFAULT_STREAM
     if not _STREAM_NAME.fullmatch(stream):
-        raise EventLogSettingError(
-            f"event_log stream name {stream!r}: use 1-64 of A-Z a-z 0-9 _ -"
-        )
+        raise EventLogSettingError(f"event_log stream name {stream!r}: use 1-64 of A-Z a-z 0-9 _ -")
     return setting
 
 

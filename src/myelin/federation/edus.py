@@ -45,9 +45,7 @@ class EduOut:
                 self.sender.send_edu(servers, "m.presence", {"push": [update]})
             return
         state = await self.sender.rs.current_state(room_id)
-        members = [
-            k for (t, k), _ in state.items() if t == "m.room.member" and self._local(k)
-        ]
+        members = [k for (t, k), _ in state.items() if t == "m.room.member" and self._local(k)]
         updates = []
         for member in members[:MAX_PRESENCE_ON_JOIN]:
             if await self.sender.rs.membership(room_id, member) == "join":
@@ -82,9 +80,7 @@ class EduOut:
         data: dict[str, Any] = {"ts": int(time.time() * 1000)}
         if thread_id:
             data["thread_id"] = thread_id
-        content = {
-            room_id: {receipt_type: {user_id: {"event_ids": [event_id], "data": data}}}
-        }
+        content = {room_id: {receipt_type: {user_id: {"event_ids": [event_id], "data": data}}}}
         self.sender.send_edu(self._servers(members), "m.receipt", content)
 
     def presence(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from myelin.core.builder import ContentHashError, SignatureError, verify_event
@@ -21,7 +21,7 @@ from myelin.core.eventids import EventIdError, event_from_pdu
 from myelin.core.events import Event, StateKey
 from myelin.core.pdu import InvalidPdu, check_pdu
 from myelin.core.redaction import redact
-from myelin.core.roomversions import EventFormat, RoomVersion
+from myelin.core.roomversions import EventFormat, RoomVersion, room_version
 from myelin.federation.client import FederationClient, FederationError, path_segment
 from myelin.federation.keyring import Keyring
 from myelin.roomserver.roomserver import Roomserver
@@ -79,9 +79,7 @@ async def verify_pdu(pdu: Any, version: RoomVersion, keyring: Keyring) -> Event:
     return event
 
 
-async def verify_pdus(
-    pdus: Iterable[Any], version: RoomVersion, keyring: Keyring
-) -> list[Event]:
+async def verify_pdus(pdus: Iterable[Any], version: RoomVersion, keyring: Keyring) -> list[Event]:
     """The PDUs that pass the checks; the others are dropped (and logged)."""
     events: list[Event] = []
     for pdu in pdus:
@@ -92,9 +90,11 @@ async def verify_pdus(
     return events
 
 
-def auth_order(events: Iterable[Event]) -> list[Event]:
-    """Events ordered so that every event comes after those of its auth events that are
-    among them (a topological order of the auth DAG; depth breaks ties)."""
+def _parents_first(
+    events: Iterable[Event], parents: Callable[[Event], Iterable[str]]
+) -> list[Event]:
+    """Events ordered so that every event comes after those of its `parents` that are
+    among them (a topological order of that DAG; depth breaks ties)."""
     by_id = {e.event_id: e for e in events}
     out: list[Event] = []
     done: set[str] = set()
@@ -109,10 +109,22 @@ def auth_order(events: Iterable[Event]) -> list[Event]:
                 out.append(event)
                 continue
             stack.append((event, True))
-            for a in event.auth_event_ids:
-                if a in by_id and a not in done:
-                    stack.append((by_id[a], False))
+            for p in parents(event):
+                if p in by_id and p not in done:
+                    stack.append((by_id[p], False))
     return out
+
+
+def auth_order(events: Iterable[Event]) -> list[Event]:
+    """Events ordered so that every event comes after those of its auth events that are
+    among them (a topological order of the auth DAG; depth breaks ties)."""
+    return _parents_first(events, lambda e: e.auth_event_ids)
+
+
+def prev_order(events: Iterable[Event]) -> list[Event]:
+    """Events ordered so that every event comes after those of its prev events that are
+    among them (a topological order of the room DAG; depth breaks ties)."""
+    return _parents_first(events, lambda e: e.prev_event_ids)
 
 
 class Inbound:
@@ -168,6 +180,104 @@ class Inbound:
             [InputEvent(event, InputKind.NEW, Origin.FEDERATED, state=state)]
         )
         return result
+
+    async def backfill(
+        self, room_id: str, server: str, start: Sequence[str], limit: int
+    ) -> int | None:
+        """Ask `server` for the room's history before the events `start`
+        (`/backfill`, server-server-api "Backfilling and retrieving missing events")
+        and input it into the roomserver as history: each PDU goes through the checks
+        on receipt (a bad signature or hash, or invalid JSON such as a float in a room
+        whose version demands canonical JSON, and it is dropped), an event of another
+        room, or whose prev events are in another room, is refused, and the roomserver
+        checks each against the state before it. That state comes from the batch itself
+        (back to the room's create event, when the batch reaches it) or, for an event
+        whose prev events are not here, from `/state_ids` at one of them.
+
+        Returns the log offset of the last event stored, None if none was. Raises
+        FederationError when `server` does not answer."""
+        version_id = await self.rs.room_version(room_id)
+        if version_id is None or not start or limit <= 0:
+            return None
+        version = room_version(version_id)
+        body = await self.client.request(
+            "GET",
+            server,
+            f"/_matrix/federation/v1/backfill/{path_segment(room_id)}",
+            query={"v": list(start), "limit": str(limit)},
+        )
+        pdus = body.get("pdus") if isinstance(body, dict) else None
+        if not isinstance(pdus, list):
+            return None
+        events: dict[str, Event] = {}
+        for event in await verify_pdus(pdus[: limit + len(start)], version, self.keyring):
+            if event.room_id != room_id:
+                log.info("backfill from %s: %s is of another room", server, event.event_id)
+                continue
+            events.setdefault(event.event_id, event)
+        if not events:
+            return None
+        around = {p for e in events.values() for p in e.prev_event_ids}
+        stored = await self.rs.stored([*events, *around])
+        todo = [
+            e
+            for e in prev_order(events.values())
+            if e.event_id not in stored or stored[e.event_id][1] is Status.OUTLIER
+        ]
+        batch = {e.event_id for e in todo}
+        for event in todo:
+            if any(p in stored and stored[p][0].room_id != room_id for p in event.prev_event_ids):
+                log.info("backfill from %s: %s follows another room", server, event.event_id)
+                batch.discard(event.event_id)
+        await self._fetch_backfill_auth([e for e in todo if e.event_id in batch], server)
+        items: list[InputEvent] = []
+        last: int | None = None
+
+        async def flush() -> None:
+            nonlocal last
+            for item, result in zip(items, await self.rs.input(items), strict=True):
+                if isinstance(result, InputError):
+                    log.info("backfilled %s not stored: %s", item.event.event_id, result)
+                    continue
+                if not result.duplicate:
+                    last = result.log_offset if last is None else max(last, result.log_offset)
+            items.clear()
+
+        for event in todo:
+            if event.event_id not in batch:
+                continue
+            missing = [
+                p
+                for p in event.prev_event_ids
+                if p not in batch
+                and (p not in stored or stored[p][1] not in (Status.ACCEPTED, Status.SOFT_FAILED))
+            ]
+            state = None
+            if missing:
+                # The events before it go in first: one of them may be in the state the
+                # origin lists and be rejected as it is placed in the DAG, and the state
+                # is read with each event's status as it then is.
+                if items:
+                    await flush()
+                state = await self._state_at_prev(event, server, missing[0])
+                if state is None:
+                    log.info("backfill: no state before %s; not stored", event.event_id)
+                    batch.discard(event.event_id)
+                    continue
+            items.append(InputEvent(event, InputKind.BACKFILL, Origin.FEDERATED, state=state))
+        if items:
+            await flush()
+        return last
+
+    async def _fetch_backfill_auth(self, events: Sequence[Event], origin: str) -> None:
+        """Auth events of backfilled events that are neither here nor among them, asked
+        for (`/event_auth`) once per event that lacks some."""
+        ids = {e.event_id for e in events}
+        wanted = {a for e in events for a in e.auth_event_ids if a not in ids}
+        known = await self.rs.events(sorted(wanted))
+        for event in events:
+            if any(a not in ids and a not in known for a in event.auth_event_ids):
+                await self._fetch_auth_events(event, origin)
 
     async def _fill_gaps(self, event: Event, origin: str) -> None:
         await self._fetch_auth_events(event, origin)
@@ -258,7 +368,14 @@ class Inbound:
     ) -> dict[StateKey, str] | None:
         """The state before `event`, taken as the state after its missing prev event
         `prev` according to `origin` (`/state_ids` at it, plus itself); the events are
-        fetched as needed and stored as outliers. None when it cannot be had."""
+        fetched as needed and stored as outliers. None when it cannot be had.
+
+        The list is the origin's word, not the room's: an event of it that this server
+        rejected (or rejects when it is fetched), that is of another room, or that is not
+        a state event is left out, so the event is never authorised against it. (A
+        rejected event does not change the room's state; which event it displaced is
+        not known here, so its key is left to the room's own events.) What is stored
+        here already, rejected ones included, is not asked for again."""
         room = path_segment(event.room_id)
         try:
             body = await self.client.request(
@@ -275,16 +392,29 @@ class Inbound:
         state_ids = [e for e in body.get("pdu_ids") or [] if isinstance(e, str)]
         chain_ids = [e for e in body.get("auth_chain_ids") or [] if isinstance(e, str)]
         wanted = list(dict.fromkeys([*chain_ids, *state_ids, prev]))
-        known = await self.rs.events(wanted)
+        stored = await self.rs.stored(wanted)
         fetched = await self._fetch_events(
-            [e for e in wanted if e not in known], origin, event.room_version
+            [e for e in wanted if e not in stored], origin, event.room_version
         )
-        await self.input_outliers(fetched)
-        have = await self.rs.events([*state_ids, prev])
-        state = {have[e].state_tuple: e for e in state_ids if e in have and have[e].is_state}
-        after = have.get(prev)
-        if after is not None and after.is_state:
-            status = await self.rs.event_status(prev)
-            if status is not None and status[0] is not Status.REJECTED:
-                state[after.state_tuple] = prev
+        await self.input_outliers([e for e in fetched if e.room_id == event.room_id])
+        usable = {
+            event_id: found
+            for event_id, (found, status) in (await self.rs.stored([*state_ids, prev])).items()
+            if status is not Status.REJECTED and found.room_id == event.room_id and found.is_state
+        }
+        dropped = [e for e in state_ids if e not in usable]
+        if dropped:
+            log.info(
+                "state_ids at %s from %s: %d of %d not used (unknown, rejected, of another"
+                " room or not state): %s",
+                prev,
+                origin,
+                len(dropped),
+                len(state_ids),
+                ", ".join(dropped[:5]),
+            )
+        state = {usable[e].state_tuple: e for e in state_ids if e in usable}
+        after = usable.get(prev)
+        if after is not None:
+            state[after.state_tuple] = prev
         return state

@@ -8,15 +8,19 @@ does not know triggers a new fetch, at most once per `REFETCH_S` per server (a s
 requests signed with a bogus key must not become a stream of fetches).
 
 The cached responses are also what the notary endpoint (`/_matrix/key/v2/query`) serves,
-with this server's signature added.
+with this server's signature added. For that, the last response listing each key ID is
+kept per key ID: a key the origin server stopped publishing is still vouched for as it
+was once published (a spurious later answer of the origin must not erase it), and a
+notary query whose keys are cached valid for long enough costs no fetch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +97,8 @@ class Keyring:
         self.own_key = own_key
         self._fetch = fetch
         self._cache: dict[str, ServerKeys] = {}
+        self._by_key: dict[str, dict[str, ServerKeys]] = {}
+        """Server -> key ID -> the last response listing that key (current or old)."""
         self._inflight: dict[str, asyncio.Future[ServerKeys]] = {}
 
     def own_keys_json(self) -> dict[str, Any]:
@@ -122,8 +128,14 @@ class Keyring:
             known = want is None or want in cached.verify_keys or want in cached.old_verify_keys
             if fresh and (known or now - cached.fetched_at < REFETCH_S):
                 return cached
+        return await self._refresh(server_name)
+
+    async def _refresh(self, server_name: str) -> ServerKeys:
+        """Fetch the keys of `server_name` (one fetch at a time per server, shared by the
+        callers meanwhile) and cache them; the cached keys if the fetch fails."""
         pending = self._inflight.get(server_name)
         if pending is None:
+            cached = self._cache.get(server_name)
             pending = asyncio.get_running_loop().create_future()
             self._inflight[server_name] = pending
             try:
@@ -137,6 +149,9 @@ class Keyring:
                     )
                     pending.exception()
             else:
+                by_key = self._by_key.setdefault(server_name, {})
+                for key_id in (*keys.verify_keys, *keys.old_verify_keys):
+                    by_key[key_id] = keys
                 if cached is not None and keys.valid_until_ts < cached.valid_until_ts:
                     keys = cached  # never replace keys by ones valid for less long
                 self._cache[server_name] = keys
@@ -181,14 +196,35 @@ class Keyring:
                 tg.create_task(one(server))
         return found
 
-    async def notary_response(
-        self, server_name: str, min_valid_until_ts: int = 0
-    ) -> dict[str, Any] | None:
-        """The keys of `server_name` co-signed by this server, for `/key/v2/query`."""
+    async def notary_responses(
+        self,
+        server_name: str,
+        key_ids: Collection[str] = (),
+        min_valid_until_ts: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The key responses of `server_name` listing `key_ids` (all keys if none),
+        co-signed by this server, for `/key/v2/query`.
+
+        The origin is asked again unless every wanted key is cached in a response valid
+        until `min_valid_until_ts` (now if not given, as the spec has it); whatever it
+        answers, the response last listing each wanted key is served (keys that are
+        expired or no longer published included: the querying server judges them)."""
         if server_name == self.server_name:
-            return self.own_keys_json()
-        try:
-            keys = await self.server_keys(server_name, min_valid_until_ts=min_valid_until_ts)
-        except KeyFetchError:
-            return None
-        return sign_json(keys.response, self.server_name, self.own_key)
+            return [self.own_keys_json()]
+        minimum = int(time.time() * 1000) if min_valid_until_ts is None else min_valid_until_ts
+
+        def cached() -> tuple[list[ServerKeys], bool]:
+            """The responses to serve, and whether every wanted key is among them."""
+            if not key_ids:
+                latest = self._cache.get(server_name)
+                return ([latest] if latest else []), latest is not None
+            by_key = self._by_key.get(server_name, {})
+            found = {id(by_key[k]): by_key[k] for k in key_ids if k in by_key}
+            return list(found.values()), all(k in by_key for k in key_ids)
+
+        found, complete = cached()
+        if not complete or any(r.valid_until_ts < minimum for r in found):
+            with contextlib.suppress(KeyFetchError):  # the cached ones are served
+                await self._refresh(server_name)
+            found, _ = cached()
+        return [sign_json(r.response, self.server_name, self.own_key) for r in found]

@@ -8,8 +8,10 @@ the whole interface between the two (the client API imports nothing else of fede
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,12 +28,21 @@ from myelin.core.roomversions import (
 from myelin.core.signing import SigningKey
 from myelin.federation.client import FederationClient, FederationError, path_segment
 from myelin.federation.inbound import BadPdu, Inbound, verify_pdu, verify_pdus
-from myelin.federation.rooms import now_ms, server_in_room, server_of
+from myelin.federation.rooms import joined_servers, now_ms, server_in_room, server_of
 from myelin.roomserver.roomserver import Roomserver
 from myelin.roomserver.types import InputError, InputEvent, InputKind, Origin, Status
 from myelin.syncapi.reader import OUTSIDE_MEMBERSHIP
 
 log = logging.getLogger("myelin.federation.remote")
+
+BACKFILL_LIMIT = 100
+"""Events asked for per `/backfill` (what this server's own `/backfill` answers at most):
+a room's whole early history in one request, in the usual case, so that the batch
+reaches the create event and needs no `/state_ids` of the server."""
+BACKFILL_STARTS = 20
+BACKFILL_SERVERS = 5
+RETRY_S = 30.0
+FRUITLESS_MEMORY = 10_000
 
 V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
@@ -76,6 +87,62 @@ class RemoteRooms:
         """(room, local user) -> the server an invite came from (to reject it through)."""
         self._invite_ids: dict[tuple[str, str], str] = {}
         """(room, local user) -> the invite's event ID (to reject it locally)."""
+        self._backfilling: dict[str, asyncio.Future[bool]] = {}
+        """room -> the backfill under way (callers at the same time share it)."""
+        self._fruitless: dict[str, tuple[tuple[str, ...], float]] = {}
+        """room -> backward extremities no server could fill, and when that was found."""
+
+    async def backfill(self, room_id: str) -> bool:
+        """Fetch the room's history before what this server has, from a server in the
+        room (`/messages` calls this when it reaches the start of what is stored):
+        True once some was stored and the sync API serves it. Several callers for one
+        room share one fetch; extremities that no server could fill are not asked for
+        again for a while (a `/messages` on such a room must not wait for it each time)."""
+        running = self._backfilling.get(room_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._backfilling[room_id] = future
+        try:
+            found = await self._backfill(room_id)
+        except BaseException as exc:
+            future.set_result(False)
+            if isinstance(exc, Exception):
+                log.warning("backfill of %s failed", room_id, exc_info=True)
+                return False
+            raise
+        finally:
+            del self._backfilling[room_id]
+        future.set_result(found)
+        return found
+
+    async def _backfill(self, room_id: str) -> bool:
+        starts = tuple(await self.rs.backward_extremities(room_id))
+        if not starts:
+            return False
+        tried = self._fruitless.get(room_id)
+        if tried is not None and tried[0] == starts and time.monotonic() - tried[1] < RETRY_S:
+            return False
+        servers = sorted(await joined_servers(self.rs, room_id) - {self.server_name})
+        first = server_of(room_id)
+        if first in servers:  # where a room of versions 1 to 11 was made
+            servers = [first, *[s for s in servers if s != first]]
+        for server in servers[:BACKFILL_SERVERS]:
+            try:
+                last = await self.inbound.backfill(
+                    room_id, server, starts[:BACKFILL_STARTS], BACKFILL_LIMIT
+                )
+            except FederationError as exc:
+                log.info("backfill of %s from %s: %s", room_id, server, exc)
+                continue
+            if last is not None:
+                self._fruitless.pop(room_id, None)
+                await self.wait_for_position(last)
+                return True
+        if len(self._fruitless) >= FRUITLESS_MEMORY:
+            self._fruitless.clear()
+        self._fruitless[room_id] = (starts, time.monotonic())
+        return False
 
     async def resolve_alias(self, alias: str) -> tuple[str, list[str]] | None:
         """The room ID and resident servers of an alias of another server."""
@@ -191,8 +258,13 @@ class RemoteRooms:
         return version, body["event"]
 
     def _fill(
-        self, template: dict[str, Any], version: Any, user_id: str, room_id: str,
-        membership: str, content: dict[str, Any],
+        self,
+        template: dict[str, Any],
+        version: Any,
+        user_id: str,
+        room_id: str,
+        membership: str,
+        content: dict[str, Any],
     ) -> Event:
         pdu = {
             k: v
@@ -383,8 +455,6 @@ class RemoteRooms:
 
         return countersign
 
-
-
     async def receive_invite(self, event: Event, stripped: list[Any]) -> None:
         """Keep an invite of a local user to a room this server is not in, with the
         inviter's stripped state, so that sync shows it (a room this server is in gets
@@ -401,9 +471,7 @@ class RemoteRooms:
         if event.membership != "invite":
             pdu = {**event.pdu, "unsigned": {OUTSIDE_MEMBERSHIP: True}}
             event = Event(event.event_id, event.room_version, pdu)
-        [result] = await self.rs.input(
-            [InputEvent(event, InputKind.OUTLIER, Origin.FEDERATED)]
-        )
+        [result] = await self.rs.input([InputEvent(event, InputKind.OUTLIER, Origin.FEDERATED)])
         if isinstance(result, InputError):
             log.info("membership %s not stored: %s", event.event_id, result)
             return

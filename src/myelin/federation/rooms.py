@@ -54,9 +54,7 @@ async def server_in_room(rs: Roomserver, room_id: str, server: str) -> bool:
     except UnknownRoomError:
         return False
     suffix = ":" + server
-    candidates = [
-        e for (t, k), e in state.items() if t == "m.room.member" and k.endswith(suffix)
-    ]
+    candidates = [e for (t, k), e in state.items() if t == "m.room.member" and k.endswith(suffix)]
     for start in range(0, len(candidates), 16):
         events = await rs.events(candidates[start : start + 16])
         if any(e.membership == "join" for e in events.values()):

@@ -3,11 +3,14 @@ operations for the client API, and the sender, for as long as the block lasts.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+from myelin.clientapi import guests
 from myelin.clientapi.router import Router
+from myelin.core.events import Event
 from myelin.core.signing import SigningKey
 from myelin.ephemeral.service import Ephemeral
 from myelin.federation.client import FederationClient
@@ -21,6 +24,8 @@ from myelin.federation.sender.reader import FederationSender, running_federation
 from myelin.keyserver import KeyServer
 from myelin.server.rooms import RoomComponents
 from myelin.storage import Database
+from myelin.syncapi import visibility
+from myelin.tasks import running
 from myelin.userapi.accounts import UserAPI
 
 
@@ -54,10 +59,19 @@ async def running_federation(
             return None
         return await rooms.writer.profile_of(user_id)
 
+    async def erased_senders(user_ids: set[str]) -> frozenset[str]:
+        return await users.db.read(lambda t: visibility.erased_senders(t, user_ids))
+
+    async def on_accepted(event: Event) -> None:
+        if guests.revokes_guest_access(event):
+            await guests.evict_guests(rooms.sync, users, rooms.writer, event.room_id, server_name)
+
     hooks = ReceiverHooks(
         resolve_alias=rooms.directory.resolve,
         profile=profile,
         public_rooms=rooms.directory.public_rooms,
+        on_accepted=on_accepted,
+        erased_senders=erased_senders,
     )
     receiver = Receiver(server_name, key, rooms.roomserver, keyring, inbound, hooks)
     receiver.install(router)
@@ -65,7 +79,11 @@ async def running_federation(
         server_name, key, rooms.roomserver, client, inbound, rooms.notifier.wait_for_position
     )
     rooms.writer.remote = remote
+    rooms.sync.backfill = remote.backfill
     hooks.on_invite = remote.receive_invite
+    if rooms.third_party is not None:
+        hooks.third_party_onbind = rooms.third_party.on_bind
+        hooks.exchange_third_party_invite = rooms.third_party.exchange
     if keys is not None:
         queries = KeyQueries(keys, server_name)
         hooks.user_keys_query = queries.query
@@ -78,15 +96,20 @@ async def running_federation(
         async with running_federation_sender(
             db, rooms.log, rooms.notifier, rooms.roomserver, client, server_name
         ) as sender:
+            jobs: list[tuple[Coroutine[Any, Any, None], str]] = []
             if keys is not None:
-                keys.remote = RemoteKeys(client, sender, keys)
-                sender.on_join.append(keys.remote.on_join)
+                keys.remote = remote_keys = RemoteKeys(client, sender, keys)
+                sender.on_join.append(remote_keys.on_join)
+                sender.on_leave.append(remote_keys.on_leave)
+                jobs.append((remote_keys.run(), "federation-device-lists"))
             if eph is not None:
                 eph.outbound = EduOut(sender, server_name, eph)
                 sender.on_join.append(eph.outbound.on_join)
-            yield Federation(client, keyring, receiver, remote, sender, hooks)
+            async with running(jobs):
+                yield Federation(client, keyring, receiver, remote, sender, hooks)
     finally:
         rooms.writer.remote = None
+        rooms.sync.backfill = None
         if keys is not None:
             keys.remote = None
         if eph is not None:

@@ -271,12 +271,20 @@ class KeyServer:
     async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
         return await self.db.read(lambda t: _otk_counts(t, user_id, device_id))
 
-    async def _wake_sharers(self, user_id: str) -> None:
+    async def _wake_sharers(
+        self, user_id: str, *, devices: bool = True, signing: bool = False
+    ) -> None:
+        """Wake the local users sharing a room with `user_id`; for a local user, tell the
+        other servers sharing a room with them too: of their devices' keys
+        (`m.device_list_update`) and/or of their master and self-signing keys
+        (`m.signing_key_update`)."""
         users = await self.db.read(lambda t: self.streams.sharing_users(t, user_id))
         self.wake(users | {user_id})
         if self.remote is not None and _server_of(user_id) == self.server_name:
-            # Other servers sharing a room with the user hear of it (m.device_list_update).
-            await self.remote.device_list_changed(user_id, users)
+            if devices:
+                await self.remote.device_list_changed(user_id, users)
+            if signing:
+                await self.remote.signing_keys_changed(user_id, users)
 
     # ------------------------------------------------------------------ query
 
@@ -506,7 +514,9 @@ class KeyServer:
         if set(new) == {"user_signing"}:
             self.wake({user_id})
         elif new:
-            await self._wake_sharers(user_id)
+            # Other servers hold the master and self-signing keys, never the
+            # user-signing key (only its owner may see it).
+            await self._wake_sharers(user_id, devices=False, signing=True)
 
     async def upload_signatures(
         self, signer: str, body: dict[str, Any]
@@ -518,9 +528,11 @@ class KeyServer:
         the signer's user-signing key. Each failure is reported per key; the rest stand.
         """
 
-        async def txn(t: Txn) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        async def txn(t: Txn) -> tuple[dict[str, dict[str, Any]], dict[str, set[bool]]]:
             failures: dict[str, dict[str, Any]] = {}
-            changed: set[str] = set()
+            # target user -> kinds of keys signed (True: a device, False: a
+            # cross-signing key); other servers hear of them by different EDUs.
+            changed: dict[str, set[bool]] = {}
             signer_keys = {
                 r[0]: (str(r[1]), _loads(r[2]))
                 for r in await t.fetchall(
@@ -534,7 +546,7 @@ class KeyServer:
                     raise bad_json(f"{target_user} must map key IDs to signed objects")
                 for key_id, signed in by_key.items():
                     try:
-                        stored = await self._signature_target(
+                        stored, is_device = await self._signature_target(
                             t, signer, signer_keys, target_user, key_id, signed
                         )
                     except KeyServerError as exc:
@@ -555,14 +567,18 @@ class KeyServer:
                             signer_key_id,
                             signature,
                         )
-                    changed.add(target_user)
+                    changed.setdefault(target_user, set()).add(is_device)
             for user_id in changed:
                 await self.streams.append_device_change(t, user_id)
             return failures, changed
 
         failures, changed = await self.db.run(txn)
-        for user_id in changed:
-            await self._wake_sharers(user_id)
+        for user_id, kinds in changed.items():
+            # A signature of another user's master key is served to the signer alone:
+            # other servers have nothing new to hear of it.
+            await self._wake_sharers(
+                user_id, devices=True in kinds, signing=False in kinds and user_id == signer
+            )
         return failures
 
     async def _signature_target(
@@ -573,8 +589,9 @@ class KeyServer:
         target_user: str,
         key_id: str,
         signed: Any,
-    ) -> list[tuple[str, str]]:
-        """The verified (signer key ID, signature) pairs `signed` adds to a stored key."""
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """The verified (signer key ID, signature) pairs `signed` adds to a stored key,
+        and whether that key is a device's (else a cross-signing key)."""
         if not isinstance(signed, dict):
             raise bad_json("A signed key must be an object")
         stored: dict[str, Any] | None = None
@@ -629,7 +646,7 @@ class KeyServer:
             out.append((signer_key_id, str(signature)))
         if not out:
             raise invalid_signature(f"No signature by a key of {signer} that may sign this key")
-        return out
+        return out, is_device
 
 
 async def _otk_counts(t: Txn, user_id: str, device_id: str) -> dict[str, int]:

@@ -144,9 +144,7 @@ class Streams:
             tuple(str(r[0]) for r in unused),
             born if isinstance(born, int) else -1,
         )
-        if isinstance(born, int) and born > max(
-            self._keys_floor, self._key_writes.get(user_id, 0)
-        ):
+        if isinstance(born, int) and born > max(self._keys_floor, self._key_writes.get(user_id, 0)):
             if len(self._keys) >= _KEYS_LIMIT:
                 self._keys.clear()
             self._keys[(user_id, device_id)] = keys
@@ -294,7 +292,8 @@ class Streams:
           below the table allows a server to add users on every newly shared room, and a
           newly shared encrypted room is one of them), and the members of the client's
           rooms that became encrypted, who now share an encrypted room without any
-          membership change;
+          membership change; users newly invited to the client's rooms count as newly
+          sharing one (clients encrypt for invitees, and track them from the invite);
         - `left` holds users who stopped sharing a room with the client (they or the
           client left or were banned/kicked) and now share no encrypted room with it. A
           user still sharing only unencrypted rooms is in `left`: the client has no
@@ -337,7 +336,9 @@ class Streams:
                     changed |= members
                 elif membership in ("leave", "ban"):
                     left |= members
-            # Other users joining or leaving the rooms the user is in.
+            # Other users joining, invited to or leaving the rooms the user is in. An
+            # invitee counts as new: clients start tracking their devices at the invite,
+            # so that a message sent before they join can already be encrypted for them.
             rows = await t.fetchall(
                 "SELECT o.user_id, o.membership FROM sync_memberships o"
                 " JOIN sync_memberships m ON m.room_id = o.room_id"
@@ -347,7 +348,7 @@ class Streams:
                 upto_room,
             )
             for other, membership in rows:
-                if membership == "join":
+                if membership in ("join", "invite"):
                     changed.add(str(other))
                 elif membership in ("leave", "ban"):
                     left.add(str(other))

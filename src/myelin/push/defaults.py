@@ -6,11 +6,18 @@ there is no default content rule; mentions come from `m.mentions`. The order bel
 specification's, which is the priority order within each kind. `.m.rule.master` is kept
 apart because it outranks even user-defined override rules; every other default ranks
 below the user's rules of its kind.
+
+A server whose users still run clients older than intentional mentions (v1.7: they send no
+`m.mentions`, so nobody is notified of their mentions) may turn the legacy rules back on
+with the `push_legacy_mention_rules` setting (`configure`). They then sit where v1.16 had
+them and, as v1.7 specified, never match an event whose content has `m.mentions`: a
+client that says whom it mentions is taken at its word.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +25,7 @@ from typing import Any
 from myelin.push.rules import (
     Action,
     Condition,
+    ContainsDisplayName,
     EventMatch,
     EventPropertyContains,
     EventPropertyIs,
@@ -60,10 +68,58 @@ def _underride(
 
 MASTER_RULE = _rule(RuleKind.OVERRIDE, MASTER_RULE_ID, (), (), enabled=False)
 
+CONTAINS_DISPLAY_NAME = ".m.rule.contains_display_name"
+ROOMNOTIF = ".m.rule.roomnotif"
+CONTAINS_USER_NAME = ".m.rule.contains_user_name"
+#: The body-matching rules v1.17 removed (see the module's docstring).
+LEGACY_MENTION_RULE_IDS = frozenset({CONTAINS_DISPLAY_NAME, ROOMNOTIF, CONTAINS_USER_NAME})
+
+
+@dataclass
+class _Settings:
+    legacy_mention_rules: bool = False
+
+
+#: The process's choice, made once at start-up from the configuration (`configure`): the
+#: default rules are the same for every user of one server.
+_SETTINGS = _Settings()
+
+
+def configure(*, legacy_mention_rules: bool) -> None:
+    """Choose the server's default rules (before any rule set is built)."""
+    _SETTINGS.legacy_mention_rules = legacy_mention_rules
+
+
+def legacy_mention_rules() -> bool:
+    return _SETTINGS.legacy_mention_rules
+
 
 @lru_cache(maxsize=1024)
-def default_override_rules(user_id: str) -> tuple[PushRule, ...]:
-    """The default override rules after `.m.rule.master`, for `user_id`."""
+def default_override_rules(user_id: str, legacy: bool = False) -> tuple[PushRule, ...]:
+    """The default override rules after `.m.rule.master`, for `user_id` (with the
+    legacy body-matching ones when `legacy`)."""
+    display_name = (
+        (
+            _override(
+                CONTAINS_DISPLAY_NAME,
+                (ContainsDisplayName(),),
+                ("notify", _SOUND_DEFAULT, _HIGHLIGHT),
+            ),
+        )
+        if legacy
+        else ()
+    )
+    roomnotif = (
+        (
+            _override(
+                ROOMNOTIF,
+                (EventMatch("content.body", "@room"), SenderNotificationPermission("room")),
+                ("notify", _HIGHLIGHT),
+            ),
+        )
+        if legacy
+        else ()
+    )
     return (
         _override(
             ".m.rule.suppress_notices",
@@ -85,6 +141,7 @@ def default_override_rules(user_id: str) -> tuple[PushRule, ...]:
             (EventPropertyContains("content.m\\.mentions.user_ids", user_id),),
             ("notify", _SOUND_DEFAULT, _HIGHLIGHT),
         ),
+        *display_name,
         _override(
             ".m.rule.is_room_mention",
             (
@@ -93,6 +150,7 @@ def default_override_rules(user_id: str) -> tuple[PushRule, ...]:
             ),
             ("notify", _HIGHLIGHT),
         ),
+        *roomnotif,
         _override(
             ".m.rule.tombstone",
             (EventMatch("type", "m.room.tombstone"), EventMatch("state_key", "")),
@@ -129,19 +187,42 @@ DEFAULT_UNDERRIDE_RULES: tuple[PushRule, ...] = (
 )
 
 
-def default_rules(user_id: str) -> dict[RuleKind, tuple[PushRule, ...]]:
-    """Every default rule for `user_id` by kind, in priority order (master first)."""
+def _contains_user_name(user_id: str) -> PushRule:
+    localpart = user_id[1:].split(":", 1)[0]
+    return PushRule(
+        RuleKind.CONTENT,
+        CONTAINS_USER_NAME,
+        ("notify", _SOUND_DEFAULT, _HIGHLIGHT),
+        True,
+        True,
+        (),
+        localpart,
+    )
+
+
+def default_rules(user_id: str, legacy: bool | None = None) -> dict[RuleKind, tuple[PushRule, ...]]:
+    """Every default rule for `user_id` by kind, in priority order (master first); with
+    the legacy mention rules when `legacy`, or when configured if it is None."""
+    if legacy is None:
+        legacy = _SETTINGS.legacy_mention_rules
     return {
-        RuleKind.OVERRIDE: (MASTER_RULE, *default_override_rules(user_id)),
-        RuleKind.CONTENT: (),
+        RuleKind.OVERRIDE: (MASTER_RULE, *default_override_rules(user_id, legacy)),
+        RuleKind.CONTENT: (_contains_user_name(user_id),) if legacy else (),
         RuleKind.ROOM: (),
         RuleKind.SENDER: (),
         RuleKind.UNDERRIDE: DEFAULT_UNDERRIDE_RULES,
     }
 
 
-DEFAULT_RULE_IDS: dict[RuleKind, frozenset[str]] = {
-    kind: frozenset(rule.rule_id for rule in rules)
-    for kind, rules in default_rules("@placeholder:localhost").items()
+_DEFAULT_RULE_IDS: dict[bool, dict[RuleKind, frozenset[str]]] = {
+    legacy: {
+        kind: frozenset(rule.rule_id for rule in rules)
+        for kind, rules in default_rules("@placeholder:localhost", legacy).items()
+    }
+    for legacy in (False, True)
 }
-"""The IDs of the default rules of each kind (the same for every user)."""
+
+
+def default_rule_ids(kind: RuleKind) -> frozenset[str]:
+    """The IDs of this server's default rules of a kind (the same for every user)."""
+    return _DEFAULT_RULE_IDS[_SETTINGS.legacy_mention_rules][kind]

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from myelin.push.defaults import default_rules
+from myelin.push.defaults import LEGACY_MENTION_RULE_IDS, default_rules
 from myelin.push.glob import literal_word_matcher, whole_value_matcher, word_matcher
 from myelin.push.paths import MISSING, lookup, split_path
 from myelin.push.rules import (
@@ -260,6 +260,14 @@ def _equals_part(path: tuple[str, ...], expected: str) -> _EventPart:
     return _EventPart(("equals", path, expected), test)
 
 
+def _has_no_mentions(event: PreparedEvent) -> bool:
+    return event.value(("content", "m.mentions")) is MISSING
+
+
+#: The legacy mention rules never match an event that states its mentions (push.md v1.7).
+_WITHOUT_MENTIONS = _EventPart(("absent", ("content", "m.mentions")), _has_no_mentions)
+
+
 def _display_name_check(event: PreparedEvent, context: PushContext) -> bool:
     name = context.display_name
     if not name:
@@ -393,6 +401,8 @@ def compile_rule(rule: PushRule) -> CompiledRule | None:
                 parts.append(compiled)
             else:
                 checks.append(compiled)
+    if rule.default and rule.rule_id in LEGACY_MENTION_RULE_IDS:
+        parts.append(_WITHOUT_MENTIONS)
     key, test = _all_parts(parts)
     return CompiledRule(key, test, _all_checks(checks), actions_result(rule))
 
@@ -414,7 +424,7 @@ class CompiledRuleSet:
 def _user_independent_defaults() -> frozenset[tuple[RuleKind, str]]:
     """The default rules that are the same for every user (not the mentions of the user
     or the invites to them)."""
-    one, other = default_rules("@a:a.example"), default_rules("@b:b.example")
+    one, other = default_rules("@a:a.example", True), default_rules("@b:b.example", True)
     return frozenset(
         (kind, a.rule_id)
         for kind in one

@@ -49,9 +49,7 @@ def whole_value_matcher(pattern: str) -> Matcher:
 @lru_cache(maxsize=8192)
 def word_matcher(pattern: str) -> Matcher:
     """A matcher for `pattern` against any word-bounded substring of the (lowered) value."""
-    regex = re.compile(
-        f"(?<![{_WORD}])(?:{_glob_body(pattern)})(?![{_WORD}])", re.DOTALL
-    )
+    regex = re.compile(f"(?<![{_WORD}])(?:{_glob_body(pattern)})(?![{_WORD}])", re.DOTALL)
     return _search(regex)
 
 

@@ -49,4 +49,3 @@ def lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
         if value is MISSING:
             return MISSING
     return value
-

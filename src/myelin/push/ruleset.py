@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from myelin.push.defaults import DEFAULT_RULE_IDS, MASTER_RULE_ID, default_rules
+from myelin.push.defaults import MASTER_RULE_ID, default_rule_ids, default_rules
 from myelin.push.errors import PushRuleError, invalid_param, not_found
 from myelin.push.rules import (
     RULE_KINDS,
@@ -195,7 +195,7 @@ def get_rule(stored: StoredRules, user_id: str, kind: RuleKind, rule_id: str) ->
 
 
 def _is_default(kind: RuleKind, rule_id: str) -> bool:
-    return rule_id in DEFAULT_RULE_IDS[kind]
+    return rule_id in default_rule_ids(kind)
 
 
 def _with_user_rules(

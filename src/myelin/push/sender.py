@@ -11,10 +11,10 @@ It follows the log with a `LogConsumer` from its own offset, kept in `push_posit
 and only up to the sync reader's position: membership and room state come from the sync
 projections, which must already include the event. It waits on the sync notifier (woken
 after every applied batch and every receipt), never by polling. A first start begins at
-the current position: history is never pushed. The offset is saved debounced (about once
-a second while busy): after a crash the events of that last window are pushed again,
-which we accept (a notification repeated, with the same event ID, which phones show
-once), and a crash between queueing and delivering loses those pushes.
+the current position: history is never pushed. The offset is saved at once after a batch
+that queued notifications (so a restart, or a crash once the save is done, pushes nothing
+twice), otherwise debounced (about once a second while busy); a crash between queueing and
+delivering loses those pushes.
 
 Most servers have few users with pushers, and most events none in their room: the set
 of users with `http` pushers is kept in memory (loaded at start, grown by
@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from myelin.ephemeral.receipts import latest_position as latest_receipt_position
 from myelin.eventlog.api import EventLog, LogEntry
 from myelin.eventlog.consumer import LogConsumer
 from myelin.push.counts import CountCache, evaluate_event, room_context, room_counts
@@ -86,6 +87,27 @@ async def _state_content(t: Txn, room_id: str, event_type: str, state_key: str) 
     return content if isinstance(content, dict) else {}
 
 
+def _stripped_state(payload: LogPayload) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """The stripped state of a federated invite to a room this server is not in (kept as
+    an outlier with the inviting server's `invite_room_state`), by (type, state key);
+    None for any other event."""
+    event = payload.event
+    if payload.status is not Status.OUTLIER or event.membership != "invite":
+        return None
+    unsigned = event.pdu.get("unsigned")
+    stripped = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+    if not isinstance(stripped, list):
+        return None
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in stripped:
+        if not isinstance(item, dict):
+            continue
+        kind, key, content = item.get("type"), item.get("state_key"), item.get("content")
+        if isinstance(kind, str) and isinstance(key, str) and isinstance(content, dict):
+            out[(kind, key)] = content
+    return out
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -107,6 +129,8 @@ class PushSender:
         self.store = store
         self.client = client or GatewayClient()
         self.receipt_position = 0
+        #: Receipts went by while nobody had a pusher (`receipt_position` is behind).
+        self._receipts_unread = False
         #: Users with at least one pusher (a superset: removals are noticed lazily).
         self.pusher_users: set[str] = set()
         #: Users with pushers whose joined rooms are not loaded into `_rooms` yet.
@@ -204,23 +228,29 @@ class PushSender:
             return False
         return len(members) > 1 or event.sender not in members
 
-    async def _handle(self, entries: Sequence[LogEntry], upto: int) -> None:
+    async def _handle(self, entries: Sequence[LogEntry], upto: int) -> bool:
+        """Queue the notifications of a batch; whether it queued any, so that the offset
+        past it is saved at once (a restart must not push those events again)."""
         if not self.pusher_users:
-            return  # nobody to push to: not even decoding
+            return False  # nobody to push to: not even decoding
+        pushed = False
         for entry in entries:
             if self._unloaded:  # a pusher was set (even during this batch's awaits)
                 await self._load_rooms()
             payload = LogPayload.decode(entry.record.payload)
-            if payload.status is not Status.ACCEPTED:
-                continue
-            self._track(payload)
-            if payload.kind is InputKind.NEW and self._may_push(payload):
+            if payload.status is Status.ACCEPTED:
+                self._track(payload)
+                new = payload.kind is InputKind.NEW
+            else:  # an invite over federation to a room this server is not in is news too
+                new = _stripped_state(payload) is not None
+            if new and self._may_push(payload):
                 try:
-                    await self._push_event(payload, upto)
+                    pushed = await self._push_event(payload, upto) or pushed
                 except Exception:  # one bad event must not stop every push
                     log.exception("push of %s failed", payload.event.event_id)
+        return pushed
 
-    async def _push_event(self, payload: LogPayload, upto: int) -> None:
+    async def _push_event(self, payload: LogPayload, upto: int) -> bool:
         event = payload.event
         room_id = event.room_id
         invited = event.state_key if event.type == "m.room.member" else None
@@ -258,16 +288,24 @@ class PushSender:
                     out.append((pusher, body))
             return out
 
-        for pusher, body in await self.db.read(q):
+        queued = await self.db.read(q)
+        for pusher, body in queued:
             self._queue(pusher, body)
+        return bool(queued)
 
     async def _event_info(self, t: Txn, payload: LogPayload) -> EventInfo:
         event = payload.event
-        member = await _state_content(t, event.room_id, "m.room.member", event.sender)
-        name = _text((await _state_content(t, event.room_id, "m.room.name", "")).get("name"))
-        alias = _text(
-            (await _state_content(t, event.room_id, "m.room.canonical_alias", "")).get("alias")
-        )
+        stripped = _stripped_state(payload)
+        if stripped is None:
+            member = await _state_content(t, event.room_id, "m.room.member", event.sender)
+            name_content = await _state_content(t, event.room_id, "m.room.name", "")
+            alias_content = await _state_content(t, event.room_id, "m.room.canonical_alias", "")
+        else:  # a room this server is not in: what the inviting server told of it
+            member = stripped.get(("m.room.member", event.sender), {})
+            name_content = stripped.get(("m.room.name", ""), {})
+            alias_content = stripped.get(("m.room.canonical_alias", ""), {})
+        name = _text(name_content.get("name"))
+        alias = _text(alias_content.get("alias"))
         content = event.pdu.get("content")
         return EventInfo(
             event_id=event.event_id,
@@ -305,7 +343,13 @@ class PushSender:
         """Badge-only notifications for users with pushers whose receipts moved."""
         since = self.receipt_position
         if not self.pusher_users:
-            return  # nobody to badge (a later first pusher may get one badge update extra)
+            # Nobody to badge, and no query to learn how far the receipts went: the
+            # first pass with a pusher skips them instead (see `_catch_up_receipts`).
+            self._receipts_unread = True
+            return
+        if self._receipts_unread:
+            await self._catch_up_receipts()
+            return
 
         async def q(t: Txn) -> tuple[int, list[tuple[Pusher, dict[str, Any]]]]:
             latest = int(await t.fetchval("SELECT max(pos) FROM receipt_stream") or 0)
@@ -338,6 +382,16 @@ class PushSender:
         self.receipt_position = max(self.receipt_position, latest)
         for pusher, body in bodies:
             self._queue(pusher, body)
+
+    async def _catch_up_receipts(self) -> None:
+        """Move past the receipts made while no user had a pusher, without badges.
+
+        They were made before the first pusher was set (or within one wake of it), so a
+        badge for them would only repeat an older count after the pushes the new pusher
+        already got: a gateway would take it for the badge of a later receipt."""
+        latest = await self.db.read(latest_receipt_position)
+        self.receipt_position = max(self.receipt_position, latest)
+        self._receipts_unread = False
 
     # ------------------------------------------------------------------ delivery
 

@@ -112,10 +112,20 @@ class RoomQueries:
             raise UnknownRoomError(room_id)
         return latest
 
+    async def backward_extremities(self, room_id: str) -> list[str]:
+        """Events the room's DAG here refers to without having them with state: where
+        its history continues on other servers (what `/backfill` starts from)."""
+        return await self.db.read(lambda t: store.backward_extremities(t, room_id))
+
     async def events(self, event_ids: Sequence[str]) -> dict[str, Event]:
         """The stored, not rejected, events among `event_ids`."""
         rows = await store.fetch_events(self.db, event_ids)
         return {e.event_id: e for e, status, _ in rows if status is not Status.REJECTED}
+
+    async def stored(self, event_ids: Sequence[str]) -> dict[str, tuple[Event, Status]]:
+        """The stored events among `event_ids` with their status (rejected ones too)."""
+        rows = await store.fetch_events(self.db, event_ids)
+        return {e.event_id: (e, status) for e, status, _ in rows}
 
     async def event(self, event_id: str) -> Event | None:
         """An event by ID; None when unknown or rejected."""

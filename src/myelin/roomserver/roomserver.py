@@ -41,7 +41,8 @@ stored twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,6 +67,8 @@ from myelin.roomserver.types import (
     diff_state,
 )
 from myelin.storage import Database, Txn
+
+log = logging.getLogger("myelin.roomserver")
 
 CREATE: StateKey = ("m.room.create", "")
 _EVENT_CACHE_LIMIT = 20_000
@@ -156,6 +159,33 @@ def _membership_from_outside(item: InputEvent, room: _Room | None) -> bool:
         and item.event.type == "m.room.member"
         and (room is None or not (room.extremities or room.current))
     )
+
+
+def _promotable(item: InputEvent, existing: _Known) -> bool:
+    """A backfilled event this server holds as an outlier (the state or auth chain of a
+    join): decided again, it gets its place in the DAG (state before and after it)."""
+    return (
+        item.kind is InputKind.BACKFILL
+        and existing.status is Status.OUTLIER
+        and existing.event.room_id == item.event.room_id
+    )
+
+
+def _unusable(known: _Known, room_id: str, key: StateKey) -> str | None:
+    """Why an event may not stand in a room's state at `key` (None if it may): it was
+    rejected, it is of another room, it is not a state event, or it is not of that key.
+    State given from outside (another server's word) may name any of those, and an
+    outlier named in a stored state may be rejected later, when backfill places it."""
+    if known.status is Status.REJECTED:
+        return "rejected"
+    event = known.event
+    if event.room_id != room_id:
+        return "of another room"
+    if not event.is_state:
+        return "not a state event"
+    if event.state_tuple != key:
+        return f"listed under {key}"
+    return None
 
 
 def _room_key(event: Event) -> str:
@@ -801,16 +831,47 @@ class Roomserver(RoomQueries):
             del self._after[next(iter(self._after))]
 
     async def _events_for(
-        self, state: dict[StateKey, str], keys: Iterable[StateKey]
+        self, event: Event, state: dict[StateKey, str], keys: Iterable[StateKey]
     ) -> dict[StateKey, Event]:
+        """The events of `state` at `keys` that `event` is checked against. One that may
+        not stand in the room's state (see `_unusable`) is left out: the state an event
+        is authorised against never holds it, whatever state it came from."""
         wanted = {k: state[k] for k in keys if k in state}
         await self._prefetch(wanted.values())
         result: dict[StateKey, Event] = {}
         for key, event_id in wanted.items():
             known = self._known.get(event_id)
-            if known is not None:
-                result[key] = known.event
+            if known is None:
+                continue
+            why = _unusable(known, event.room_id, key)
+            if why is not None:
+                log.info("auth of %s: state event %s left out (%s)", event.event_id, event_id, why)
+                continue
+            result[key] = known.event
         return result
+
+    def _usable_given(self, event: Event, given: Mapping[StateKey, str]) -> dict[StateKey, str]:
+        """The state given with `event` (another server's word) without the entries that
+        may not stand in its room's state (see `_unusable`), which are logged: neither
+        its authorisation nor the snapshot stored for it hold them. A dropped key is left
+        out (what a rejected event displaced is not known). Every event is loaded."""
+        kept: dict[StateKey, str] = {}
+        dropped: list[str] = []
+        for key, event_id in given.items():
+            why = _unusable(self._known[event_id], event.room_id, key)
+            if why is None:
+                kept[key] = event_id
+            else:
+                dropped.append(f"{event_id} ({why})")
+        if dropped:
+            log.info(
+                "state given with %s: %d of %d entries dropped: %s",
+                event.event_id,
+                len(dropped),
+                len(given),
+                ", ".join(dropped[:10]),
+            )
+        return kept
 
     async def _auth_against(self, event: Event, state: dict[StateKey, str]) -> str | None:
         """None if `state` authorises `event`, else the reason."""
@@ -821,7 +882,7 @@ class Roomserver(RoomQueries):
             state_key=event.state_key,
             content=event.content,
         )
-        auth_state = await self._events_for(state, [CREATE, *keys])
+        auth_state = await self._events_for(event, state, [CREATE, *keys])
         try:
             check_auth(event, auth_state)
         except AuthError as exc:
@@ -887,7 +948,8 @@ class Roomserver(RoomQueries):
                 raise InputError(f"event ID {event.event_id} is being used in another room")
             if existing.pending:
                 raise _Wait(event.event_id)
-            return self._result(existing, duplicate=True)
+            if not _promotable(item, existing):
+                return self._result(existing, duplicate=True)
         if not event.room_id or len(event.room_id.encode()) > 255:
             raise InputError("the event has no valid room ID")
         is_create = event.type == "m.room.create" and event.state_key == ""
@@ -901,7 +963,7 @@ class Roomserver(RoomQueries):
             has_dag = room is not None and bool(room.extremities or room.current)
             if not has_dag and not is_create and item.state is None:
                 raise InputError(f"unknown room {event.room_id}")
-            if is_create and has_dag:
+            if is_create and has_dag and item.kind is not InputKind.BACKFILL:
                 raise InputError(f"room {event.room_id} already exists")
 
         # The event's own auth events.
@@ -949,9 +1011,13 @@ class Roomserver(RoomQueries):
                 room = _Room(event.room_id, event.room_version, [], 0, {}, None)
             before = dict(item.state)
             await self._prefetch([*before.values(), *prevs])
+            foreign = [p for p in prevs if p in self._known]
+            if any(self._known[p].event.room_id != event.room_id for p in foreign):
+                raise InputError("a prev event is in another room")
             unknown = [e for e in before.values() if e not in self._known]
             if unknown:
                 raise InputError(f"unknown state events: {', '.join(unknown[:5])}")
+            before = self._usable_given(event, before)
             # Prev events this server has (with state) count too: resolved together.
             with_state = [
                 p
@@ -988,6 +1054,8 @@ class Roomserver(RoomQueries):
 
         if reason is None:
             reason = await self._auth_against(event, before)
+        if reason is None and event.type == "m.room.redaction":
+            reason = await self._foreign_redaction(event)
         if reason is not None:
             return self._stage(batch, item, Status.REJECTED, reason, base, delta)
 
@@ -1038,6 +1106,17 @@ class Roomserver(RoomQueries):
         return self._stage(
             batch, item, status, None, base, delta, extremities=new_ext, state_delta=state_delta
         )
+
+    async def _foreign_redaction(self, redaction: Event) -> str | None:
+        """Why a redaction is rejected for redacting an event of another room (none of the
+        room's members may redact there, and a client must never be shown it), else None.
+        A target not known yet is left to the readers, which apply a redaction only
+        within its room."""
+        target = redaction.redacts
+        known = await self._get(target) if target else None
+        if known is not None and known.event.room_id != redaction.room_id:
+            return f"the redacted event {target} is in another room"
+        return None
 
     @staticmethod
     def _auth_map(known: Sequence[_Known | None]) -> dict[StateKey, Event]:

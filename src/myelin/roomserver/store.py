@@ -27,7 +27,7 @@ from myelin.roomserver.stateblocks import (
     unpack_block,
     unpack_snapshot,
 )
-from myelin.roomserver.types import LogPayload, RoomserverError, Status
+from myelin.roomserver.types import InputKind, LogPayload, RoomserverError, Status
 from myelin.storage import Database, Txn
 
 COMPONENT = "roomserver"
@@ -43,6 +43,7 @@ TABLES = (
     "rs_current_state",
     "rs_memberships",
     "rs_position",
+    "rs_backward_extremities",
 )
 _CACHE_LIMIT = 50_000
 
@@ -157,6 +158,28 @@ class ProjectionWriter:
             self._events.put(event_id, info)
         return info
 
+    async def _outlier_nid(self, t: Txn, event_id: str) -> int | None:
+        """The NID of an event stored without state (an outlier), None if not stored."""
+        cached: tuple[int, int | None] | None = self._events.get(event_id)
+        if cached is not None:
+            return cached[0] if cached[1] is None else None
+        row = await t.fetchone(
+            "SELECT event_nid, after_snapshot_nid FROM rs_events WHERE event_id = ?", event_id
+        )
+        if row is None or row[1] is not None:
+            return None
+        return int(row[0])
+
+    async def _has_state(self, t: Txn, event_id: str) -> bool:
+        """Whether an event is stored with its place in the DAG (state after it)."""
+        cached: tuple[int, int | None] | None = self._events.get(event_id)
+        if cached is not None:
+            return cached[1] is not None
+        value = await t.fetchval(
+            "SELECT after_snapshot_nid FROM rs_events WHERE event_id = ?", event_id
+        )
+        return value is not None
+
     # ------------------------------------------------------------ snapshots
 
     async def _snapshot_buckets(self, t: Txn, snapshot_nid: int) -> dict[int, int]:
@@ -257,6 +280,9 @@ class ProjectionWriter:
         self._new_blocks, self._new_snapshots = [], []
 
         event_rows: list[tuple[Any, ...]] = []
+        promoted: list[tuple[Any, ...]] = []
+        filled: list[str] = []
+        gaps: dict[str, int] = {}
         extremities: dict[int, list[int]] = {}
         current: dict[tuple[int, int, int], int | None] = {}
         members: dict[tuple[int, int], tuple[str, int] | None] = {}
@@ -266,7 +292,10 @@ class ProjectionWriter:
             room_nid = await self._room(t, event.room_id, event.room_version.identifier)
             type_nid = self._types[event.type]
             key_nid = None if event.state_key is None else self._keys[event.state_key]
-            event_nid = await self._alloc(t, "rs_events")
+            existing = None
+            if payload.kind is InputKind.BACKFILL:
+                existing = await self._outlier_nid(t, event.event_id)
+            event_nid = existing if existing is not None else await self._alloc(t, "rs_events")
             before: int | None = None
             if payload.has_state:
                 base = None
@@ -291,22 +320,38 @@ class ProjectionWriter:
             self._events.put(event.event_id, (event_nid, after))
             if event.type == "m.room.member":
                 contents[event.event_id] = event.content
-            event_rows.append(
-                (
-                    event_nid,
-                    event.event_id,
-                    room_nid,
-                    type_nid,
-                    key_nid,
-                    event.depth,
-                    payload.status.value,
-                    payload.reason,
-                    before,
-                    after,
-                    offset,
-                    orjson.dumps(event.pdu),
+            if existing is not None:
+                # An outlier found again in history: the same row (and NID, which state
+                # blocks may hold) gets its place in the DAG.
+                promoted.append(
+                    (payload.status.value, payload.reason, before, after, offset, existing)
                 )
-            )
+            else:
+                event_rows.append(
+                    (
+                        event_nid,
+                        event.event_id,
+                        room_nid,
+                        type_nid,
+                        key_nid,
+                        event.depth,
+                        payload.status.value,
+                        payload.reason,
+                        before,
+                        after,
+                        offset,
+                        orjson.dumps(event.pdu),
+                    )
+                )
+            if payload.has_state and payload.status in (Status.ACCEPTED, Status.SOFT_FAILED):
+                filled.append(event.event_id)
+                gaps.pop(event.event_id, None)
+                if payload.before_base is None and event.prev_event_ids:
+                    # State given from outside (a join, a gap bridged, backfill): its
+                    # prev events may be history this server does not have.
+                    for prev in event.prev_event_ids:
+                        if not await self._has_state(t, prev):
+                            gaps[prev] = room_nid
             if payload.extremities is not None:
                 extremities[room_nid] = [(await self._event(t, e))[0] for e in payload.extremities]
             for ct, ck, ce in payload.state_delta:
@@ -342,6 +387,18 @@ class ProjectionWriter:
             " depth, status, reason, before_snapshot_nid, after_snapshot_nid, log_offset, pdu)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             event_rows,
+        )
+        await t.executemany(
+            "UPDATE rs_events SET status = ?, reason = ?, before_snapshot_nid = ?,"
+            " after_snapshot_nid = ?, log_offset = ? WHERE event_nid = ?",
+            promoted,
+        )
+        if filled:
+            await t.execute("DELETE FROM rs_backward_extremities WHERE event_id = ANY(?)", filled)
+        await t.executemany(
+            "INSERT INTO rs_backward_extremities (room_nid, event_id) VALUES (?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(room_nid, event_id) for event_id, room_nid in gaps.items()],
         )
         await t.executemany(
             "DELETE FROM rs_forward_extremities WHERE room_nid = ?",
@@ -491,3 +548,14 @@ async def extremities(t: Txn, room_id: str) -> list[tuple[str, int]]:
         room_id,
     )
     return [(r[0], int(r[1])) for r in rows]
+
+
+async def backward_extremities(t: Txn, room_id: str) -> list[str]:
+    """The event IDs where the room's history here stops short (`rs_backward_extremities`),
+    sorted."""
+    rows = await t.fetchall(
+        "SELECT b.event_id FROM rs_backward_extremities b"
+        " JOIN rs_rooms r ON r.room_nid = b.room_nid WHERE r.room_id = ? ORDER BY b.event_id",
+        room_id,
+    )
+    return [str(r[0]) for r in rows]

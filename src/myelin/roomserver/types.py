@@ -26,7 +26,9 @@ class InputKind(enum.Enum):
     """A new event at the front of the DAG: checked against current state too (soft fail),
     moves the forward extremities and the current state."""
     BACKFILL = "backfill"
-    """An old event from history: state is computed, extremities and current state stay."""
+    """An old event from history (backfill): state is computed, extremities and current
+    state stay. One stored as an outlier gets its place in the DAG. The prev events it
+    lacks become the room's backward extremities (where backfill goes on from)."""
     OUTLIER = "outlier"
     """An event known without its place in the DAG (e.g. an auth event fetched on its
     own): checked against its auth events only; no state."""
@@ -71,7 +73,9 @@ class InputEvent:
     state: Mapping[StateKey, str] | None = None
     """The state before the event as another server gave it (a join over federation,
     or an event whose prev events could not be fetched): used instead of the state after
-    its prev events, which need not be known. Its events must be stored already."""
+    its prev events, which need not be known. Its events must be stored already; the
+    roomserver drops (and logs) those that may not stand in the room's state: rejected
+    ones, ones of another room, non-state ones and ones listed under another key."""
 
 
 @dataclass(frozen=True, slots=True)

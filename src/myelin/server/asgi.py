@@ -158,7 +158,7 @@ class App:
         info = await self.users.lookup_token(token)
         if info.is_guest and not allow_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
-        await self.users.touch_device(info, req.client_ip)
+        await self.users.touch_device(info, req.client_ip, req.headers.get("user-agent"))
         return Requester(info.user_id, info.device_id, info.token_id, info.is_guest)
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:

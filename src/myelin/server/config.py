@@ -69,6 +69,20 @@ class Config:
     url_preview_ip_range_blacklist: tuple[str, ...] | None = None
     #: IP ranges previews may reach even when blacklisted (e.g. an intranet wiki).
     url_preview_ip_range_whitelist: tuple[str, ...] = ()
+    #: Single sign-on through this CAS server (its base URL, e.g. https://sso.example.org/cas);
+    #: None: no SSO (myelin.clientapi.sso).
+    cas_server_url: str | None = None
+    #: Bring back the body-matching mention rules v1.17 removed, for clients that send no
+    #: `m.mentions` (myelin.push.defaults).
+    push_legacy_mention_rules: bool = False
+    #: SMTP relay for the validation e-mails of 3PIDs (.../email/requestToken); None:
+    #: this server sends no e-mail, so e-mail registration and adding addresses are off.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    #: The From address of those e-mails; None: `myelin@<server name host>`.
+    smtp_from: str | None = None
+    #: Check identity servers' TLS certificates (turn off only for test identity servers).
+    identity_server_tls_verify: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -93,7 +107,7 @@ class Config:
     def validate(self) -> Config:
         if not _SERVER_NAME.match(self.server_name) or len(self.server_name) > 230:
             raise ConfigError(f"server_name {self.server_name!r} is not a valid server name")
-        for name in ("port", "tls_port"):
+        for name in ("port", "tls_port", "smtp_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535, not {value}")
@@ -133,6 +147,10 @@ class Config:
                     ipaddress.ip_network(text, strict=False)
                 except ValueError:
                     raise ConfigError(f"{name}: {text!r} is not a CIDR range") from None
+        if self.cas_server_url is not None and not self.cas_server_url.startswith(
+            ("https://", "http://")
+        ):
+            raise ConfigError("cas_server_url must be an http(s):// URL")
         try:
             ipaddress.ip_address(self.bind_address)
         except ValueError:
@@ -177,6 +195,12 @@ _FIELD_TYPES: dict[str, type] = {
     "url_preview_enabled": bool,
     "url_preview_ip_range_blacklist": list,
     "url_preview_ip_range_whitelist": list,
+    "cas_server_url": str,
+    "push_legacy_mention_rules": bool,
+    "smtp_host": str,
+    "smtp_port": int,
+    "smtp_from": str,
+    "identity_server_tls_verify": bool,
 }
 
 
@@ -243,9 +267,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return out
 
 
-def build_config(
-    overrides: dict[str, Any], config_file: Path | None = None
-) -> tuple[Config, Path]:
+def build_config(overrides: dict[str, Any], config_file: Path | None = None) -> tuple[Config, Path]:
     """Merge defaults, the config file and `overrides` (env/options, None = not given).
 
     The config file is `config_file` if given, else `<data dir>/myelin.yaml` when it
@@ -339,6 +361,26 @@ app_service_config_files: {_yaml_list(config.app_service_config_files)}
 url_preview_enabled: {str(config.url_preview_enabled).lower()}
 url_preview_ip_range_blacklist: {_yaml_opt_list(config.url_preview_ip_range_blacklist)}
 url_preview_ip_range_whitelist: {_yaml_opt_list(config.url_preview_ip_range_whitelist)}
+
+# Single sign-on: the base URL of a CAS server (its /login and /proxyValidate are used).
+# Register <public_baseurl>/_matrix/client/r0/login/cas/ticket as the service there.
+# Users signing in for the first time get an account named after their CAS user name.
+cas_server_url: {_yaml(config.cas_server_url)}
+
+# Notify of mentions found in message bodies (the user name, display name, "@room"), as
+# servers did before Matrix v1.17, for clients too old to send m.mentions.
+push_legacy_mention_rules: {str(config.push_legacy_mention_rules).lower()}
+
+# E-mail: the SMTP relay that carries the validation messages of e-mail addresses
+# (registration with an e-mail address, adding one to an account). null: no e-mail, and
+# those features are off. smtp_from: the sender (null: myelin@<server name host>).
+smtp_host: {_yaml(config.smtp_host)}
+smtp_port: {config.smtp_port}
+smtp_from: {_yaml(config.smtp_from)}
+
+# Check the TLS certificates of identity servers (3PID lookups, binds, third-party
+# invites). Turn off only for a test identity server with a self-signed certificate.
+identity_server_tls_verify: {str(config.identity_server_tls_verify).lower()}
 """
 
 

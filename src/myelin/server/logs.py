@@ -16,7 +16,7 @@ class KeyValueFormatter(logging.Formatter):
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         line = (
-            f'ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} '
+            f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
             f'logger={record.name} msg="{msg}"'
         )
         if record.exc_info:

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +26,27 @@ from granian.server.embed import Server as _EmbeddedServer
 from myelin import __version__
 from myelin.appservice.registration import RegistrationError
 from myelin.appservice.wiring import load_appservices, running_appservices
-from myelin.clientapi import account, devices, discovery, keybackup, legacy_events, openid, todevice
+from myelin.clientapi import (
+    account,
+    devices,
+    discovery,
+    keybackup,
+    legacy_events,
+    openid,
+    sso,
+    threepid,
+    todevice,
+)
 from myelin.clientapi import keys as key_routes
 from myelin.clientapi.context import ClientContext
+from myelin.clientapi.identity import IdentityClient
 from myelin.clientapi.ratelimit import RateLimiter
 from myelin.clientapi.router import Router
 from myelin.ephemeral.wiring import install_user_data
 from myelin.federation.wiring import running_federation
 from myelin.keyserver import KeyServer
 from myelin.mediaapi.wiring import open_media
+from myelin.push import defaults as push_defaults
 from myelin.push.sender import running_sender
 from myelin.server.asgi import App
 from myelin.server.config import CONFIG_FILE_NAME, Config, default_config_text
@@ -84,17 +96,28 @@ class Homeserver:
 @asynccontextmanager
 async def open_homeserver(config: Config) -> AsyncIterator[Homeserver]:
     key = prepare_data_dir(config)
+    push_defaults.configure(legacy_mention_rules=config.push_legacy_mention_rules)
     db = await open_database(database_url(config))
+    closing: list[Callable[[], Awaitable[None]]] = []
     try:
         users = await UserAPI.open(db, config.server_name, config.refreshable_token_lifetime_ms)
         try:
             appservices = load_appservices(config.app_service_config_files, config.server_name)
         except RegistrationError as exc:
             raise StartupError(str(exc)) from None
-        ctx = ClientContext(config=config, users=users, key=key, appservices=appservices)
+        identity = IdentityClient(
+            config.server_name, key.key, verify_tls=config.identity_server_tls_verify
+        )
+        closing.append(identity.close)
+        threepids = await threepid.ThreepidService.open(config, db, identity)
+        ctx = ClientContext(
+            config=config, users=users, key=key, appservices=appservices, threepids=threepids
+        )
         router = Router()
         discovery.install(router, ctx)
         account.install(router, ctx)
+        sso.install(router, ctx)
+        threepid.install(router, ctx, threepids)
         devices.install(router, ctx)
         await open_media(config, db, router)
         limiter = (
@@ -140,6 +163,8 @@ async def open_homeserver(config: Config) -> AsyncIterator[Homeserver]:
             ):
                 yield Homeserver(config, db, users, key, app, rooms)
     finally:
+        for close in closing:
+            await close()
         await db.close()
 
 
@@ -228,9 +253,7 @@ async def _serve_listeners(
         )
 
 
-def _listener(
-    app: App, address: str, port: int, cert: Path | None, key: Path | None
-) -> _Listener:
+def _listener(app: App, address: str, port: int, cert: Path | None, key: Path | None) -> _Listener:
     from granian.constants import Interfaces
 
     return _Listener(

@@ -20,6 +20,7 @@ from myelin.clientapi.context import ClientContext
 from myelin.clientapi.directory import Directory
 from myelin.clientapi.room_events import RoomWriter
 from myelin.clientapi.router import Router
+from myelin.clientapi.thirdpartyinvite import ThirdPartyInvites
 from myelin.eventlog import EventLog
 from myelin.eventlog.select import open_event_log
 from myelin.roomserver.roomserver import Roomserver
@@ -39,6 +40,8 @@ class RoomComponents:
     sync: SyncAPI
     directory: Directory
     writer: RoomWriter
+    #: Third-party invites (the federation receiver's onbind and exchange use it).
+    third_party: ThirdPartyInvites | None = None
 
     def stop_waiters(self) -> None:
         """Make long-polling requests answer now (the server is stopping)."""
@@ -69,9 +72,19 @@ async def _components(
     directory = Directory(db, ctx.server_name)
     await directory.open()
     writer = RoomWriter(roomserver, notifier, ctx.server_name, ctx.key.key)
-    components = RoomComponents(log, roomserver, notifier, reader, sync, directory, writer)
-    room_routes.install(router, room_routes.Rooms(ctx, roomserver, writer, sync, directory))
+    third_party = None
+    if ctx.threepids is not None:
+        third_party = ThirdPartyInvites(ctx.server_name, roomserver, writer, ctx.threepids.identity)
+    components = RoomComponents(
+        log, roomserver, notifier, reader, sync, directory, writer, third_party
+    )
+    room_routes.install(
+        router, room_routes.Rooms(ctx, roomserver, writer, sync, directory, third_party)
+    )
     for module in (relations, search, spaces, report):
         module.install(router, sync)
-    async with running([(reader.run(), "sync-reader")], on_exit=notifier.close):
+    jobs = [(reader.run(), "sync-reader")]
+    if third_party is not None:
+        jobs.append((third_party.run(), "third-party-invites"))
+    async with running(jobs, on_exit=notifier.close):
         yield components

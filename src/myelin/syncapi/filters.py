@@ -97,6 +97,8 @@ class SyncFilter:
     room_account_data: EventFilter = EventFilter()
     account_data: EventFilter = EventFilter()
     presence: EventFilter = EventFilter()
+    #: `federation`: room events served as the PDUs the servers exchange (sync_filter.yaml).
+    event_format: str = "client"
 
     @staticmethod
     def parse(value: Any) -> SyncFilter:
@@ -105,7 +107,13 @@ class SyncFilter:
         room = value.get("room") or {}
         if not isinstance(room, Mapping):
             raise MatrixError(400, "M_INVALID_PARAM", "Filter 'room' must be an object")
+        event_format = value.get("event_format", "client")
+        if event_format not in ("client", "federation"):
+            raise MatrixError(
+                400, "M_INVALID_PARAM", "Filter event_format must be 'client' or 'federation'"
+            )
         return SyncFilter(
+            event_format=event_format,
             rooms=_list(room.get("rooms")),
             not_rooms=_list(room.get("not_rooms")) or (),
             include_leave=room.get("include_leave") is True,

@@ -84,6 +84,7 @@ def client_event(
     if txn_ids and event.event_id in txn_ids:
         unsigned["transaction_id"] = txn_ids[event.event_id]
     if event.redacted_by is not None:
+        unsigned["redacted_by"] = event.redacted_by  # as Synapse serves it (Sytest reads it)
         because = (redactions or {}).get(event.redacted_by)
         if because is not None:
             unsigned["redacted_because"] = client_event(because, now=now)
@@ -102,6 +103,21 @@ def client_event(
     if relations and event.event_id in relations:
         unsigned["m.relations"] = dict(relations[event.event_id])
     out["unsigned"] = unsigned
+    return out
+
+
+def federation_event(event: StoredEvent, served: Mapping[str, Any]) -> dict[str, Any]:
+    """The federation format of `event` (a filter's `event_format: federation`): the PDU
+    as servers exchange it, redacted if it was, with the `event_id` (which PDUs of room
+    version 3 on do not carry: clients still need it to refer to the event) and the
+    `unsigned` of its client format `served` (age, transaction ID, redaction)."""
+    pdu = event.pdu
+    if event.redacted_by is not None:
+        pdu = redact(pdu, room_version(event.room_version))
+    out = dict(pdu)
+    out["event_id"] = event.event_id
+    out["room_id"] = event.room_id
+    out["unsigned"] = served.get("unsigned", {})
     return out
 
 

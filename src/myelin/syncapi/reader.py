@@ -3,7 +3,9 @@
 It consumes the log from its own position (stored in `sync_position`, in the same
 transaction as the rows it derives, so each record is applied exactly once) and keeps
 the projections `/sync`, `/messages` and the room queries read: the served timeline
-(accepted new events only: soft-failed, rejected and outlier events are never served),
+(accepted new events only: soft-failed, rejected and outlier events are never served;
+history backfilled from other servers is kept below every timeline position, for
+`/messages` only, see `HISTORY_FLOOR`),
 current state, each user's membership per room, and (`relations`) relations between
 events, the search index and event timestamps, and the client transaction IDs carried
 by local events' records. After each batch it wakes the long-polling requests of the
@@ -93,6 +95,13 @@ async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[st
             await queries.record_txn(
                 t, txn.user_id, txn.device_id, txn.scope, txn.txn_id, event.event_id
             )
+        if payload.kind is InputKind.BACKFILL:
+            # History from another server: served by `/messages` before everything the
+            # room had here, never to `/sync` (no room is woken, no position is after
+            # a sync token).
+            if payload.status is Status.ACCEPTED:
+                await _store_history(t, event)
+            continue
         if payload.status is Status.OUTLIER and event.state_key is not None:
             # State of a room joined over federation: the join's state delta names it,
             # and what sync serves of state is read from here.
@@ -109,8 +118,13 @@ async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[st
             if outside:
                 rooms.add(event.room_id)
                 await _apply_state(
-                    t, event.room_id, event.type, event.state_key or "", event.event_id,
-                    offset, event,
+                    t,
+                    event.room_id,
+                    event.type,
+                    event.state_key or "",
+                    event.event_id,
+                    offset,
+                    event,
                 )
             continue
         if payload.status is not Status.ACCEPTED or payload.kind is not InputKind.NEW:
@@ -126,35 +140,9 @@ async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[st
                 event.type,
                 event.state_key,
             )
-        await t.execute(
-            "INSERT INTO sync_events (pos, room_id, event_id, sender, type, state_key,"
-            " room_version, pdu, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            offset,
-            room_id,
-            event.event_id,
-            event.sender,
-            event.type,
-            event.state_key,
-            event.room_version.identifier,
-            orjson.dumps(event.pdu).decode(),
-            replaces,
-        )
+        await _insert_event(t, event, offset, replaces)
         await relations.apply_event(t, event, offset)
-        if event.type == "m.room.redaction" and event.redacts:
-            row = await t.fetchone(
-                "SELECT sender FROM sync_events WHERE event_id = ? AND room_id = ?",
-                event.redacts,
-                room_id,
-            )
-            if row is not None and await _redaction_allowed(t, event, row[0]):
-                await t.execute(
-                    "UPDATE sync_events SET redacted_by = ?"
-                    " WHERE event_id = ? AND redacted_by IS NULL",
-                    event.event_id,
-                    event.redacts,
-                )
-                await relations.apply_redaction(t, event.redacts)
+        await _apply_redaction(t, event)
         for event_type, state_key, event_id in payload.state_delta:
             await _apply_state(t, room_id, event_type, state_key, event_id, offset, event)
     if last:
@@ -166,14 +154,64 @@ async def apply_batch(t: Txn, items: Sequence[tuple[LogPayload, int]]) -> set[st
     return rooms
 
 
+# Positions of backfilled history (`HISTORY_FLOOR <= pos < HISTORY_TOP`), below every
+# other position: timeline events sit at their log offset (> 0), the state of a room
+# joined over federation at minus its offset (between HISTORY_TOP and 0). A backfilled
+# event's position is drawn from its depth, `HISTORY_FLOOR + depth * DEPTH_SPAN` plus a
+# counter for events of equal depth (of any room: positions are unique), so history
+# reads in topological order whatever order it was fetched in, and each page fetched
+# further back sorts before the last. Replaying the log assigns the same positions.
+HISTORY_FLOOR = -(2**62)
+HISTORY_TOP = -(2**61)
+DEPTH_SPAN = 2**20
+_MAX_HISTORY_DEPTH = (HISTORY_TOP - HISTORY_FLOOR) // DEPTH_SPAN - 1
+
+
+async def history_position(t: Txn, depth: int) -> int:
+    """A free position for a backfilled event of `depth` (see HISTORY_FLOOR)."""
+    base = HISTORY_FLOOR + min(max(depth, 0), _MAX_HISTORY_DEPTH) * DEPTH_SPAN
+    used = await t.fetchval(
+        "SELECT max(pos) FROM sync_events WHERE pos >= ? AND pos < ?", base, base + DEPTH_SPAN
+    )
+    if used is None:
+        return base
+    if int(used) + 1 < base + DEPTH_SPAN:
+        return int(used) + 1
+    # A full bucket (a million events of one depth): the next free slot below it.
+    low = await t.fetchval("SELECT min(pos) FROM sync_events WHERE pos >= ?", HISTORY_FLOOR)
+    return int(low) - 1
+
+
+async def _store_history(t: Txn, event: Event) -> None:
+    """Keep a backfilled event at its history position. One this server already holds
+    as state of a joined room (an outlier, below 0) moves there; one it already serves
+    in the timeline (an invite it was sent) stays where it is."""
+    held = await t.fetchval("SELECT pos FROM sync_events WHERE event_id = ?", event.event_id)
+    if held is not None and int(held) >= 0:
+        return
+    pos = await history_position(t, event.depth)
+    if held is not None:
+        await t.execute("UPDATE sync_events SET pos = ? WHERE event_id = ?", pos, event.event_id)
+    else:
+        await _insert_event(t, event, pos)
+    await relations.apply_event(t, event, pos)
+    await _apply_redaction(t, event)
+
+
 async def _store_outlier(t: Txn, event: Event, pos: int) -> None:
     """Keep an outlier where state reads find it. State of a room joined over federation
     is kept at a negative position (`-offset`): below every timeline range (`pos >
     after >= 0`), so it is served as state, never in a timeline (as the spec has it for
     outliers)."""
+    await _insert_event(t, event, pos)
+
+
+async def _insert_event(t: Txn, event: Event, pos: int, replaces: str | None = None) -> None:
+    """The served row of `event` at `pos` (timeline, outlier state or history); one the
+    table already has (a record applied again) is left as it is."""
     await t.execute(
         "INSERT INTO sync_events (pos, room_id, event_id, sender, type, state_key,"
-        " room_version, pdu, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+        " room_version, pdu, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT DO NOTHING",
         pos,
         event.room_id,
@@ -183,7 +221,28 @@ async def _store_outlier(t: Txn, event: Event, pos: int) -> None:
         event.state_key,
         event.room_version.identifier,
         orjson.dumps(event.pdu).decode(),
+        replaces,
     )
+
+
+async def _apply_redaction(t: Txn, event: Event) -> None:
+    """If `event` is a redaction that applies to its target (an event of the same room
+    served here), the target is marked redacted (by the first such redaction) and no
+    longer relates to anything nor is searchable."""
+    if event.type != "m.room.redaction" or not event.redacts:
+        return
+    row = await t.fetchone(
+        "SELECT sender FROM sync_events WHERE event_id = ? AND room_id = ?",
+        event.redacts,
+        event.room_id,
+    )
+    if row is not None and await _redaction_allowed(t, event, row[0]):
+        await t.execute(
+            "UPDATE sync_events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL",
+            event.event_id,
+            event.redacts,
+        )
+        await relations.apply_redaction(t, event.redacts)
 
 
 async def _apply_state(

@@ -31,8 +31,15 @@ from myelin.storage import Database, Txn
 from myelin.syncapi import queries, visibility
 from myelin.syncapi.batch import ReadBatcher
 from myelin.syncapi.filters import EventFilter, SyncFilter
-from myelin.syncapi.format import StoredEvent, client_event, now_ms, stripped_event
+from myelin.syncapi.format import (
+    StoredEvent,
+    client_event,
+    federation_event,
+    now_ms,
+    stripped_event,
+)
 from myelin.syncapi.notifier import Notifier
+from myelin.syncapi.reader import HISTORY_FLOOR, HISTORY_TOP
 from myelin.syncapi.relations import bundled_aggregations
 from myelin.syncapi.tokens import StreamToken
 from myelin.userapi import accountdata
@@ -114,6 +121,29 @@ async def _ever_joined(t: Txn, room_id: str, user_id: str, before: int) -> bool:
         before,
     )
     return any(orjson.loads(r[0]).get("content", {}).get("membership") == "join" for r in rows)
+
+
+async def _own_memberships(t: Txn, room_id: str, user_id: str, upto: int) -> list[tuple[int, str]]:
+    """`(pos, membership)` of the user's membership events in the room up to `upto`,
+    in stream order."""
+    rows = await t.fetchall(
+        "SELECT pos, pdu FROM sync_events WHERE room_id = ? AND type = 'm.room.member'"
+        " AND state_key = ? AND pos <= ? ORDER BY pos",
+        room_id,
+        user_id,
+        upto,
+    )
+    return [(int(r[0]), str(orjson.loads(r[1]).get("content", {}).get("membership"))) for r in rows]
+
+
+def _membership_at(changes: Sequence[tuple[int, str]], pos: int) -> str | None:
+    """The membership in force at position `pos`, from `_own_memberships`."""
+    found = None
+    for at, membership in changes:
+        if at > pos:
+            break
+        found = membership
+    return found
 
 
 async def _world_readable(t: Txn, room_id: str) -> bool:
@@ -224,6 +254,9 @@ class SyncAPI:
         self._histories: dict[tuple[str, str], tuple[int, visibility.RoomHistory]] = {}
         #: user -> (the account-data stream position it was read at, their ignored users).
         self._ignoring: dict[str, tuple[int, frozenset[str]]] = {}
+        #: (user, device) -> room -> member -> the membership event ID the device was
+        #: last sent, for lazy-loading's redundant members (`_lazy_state`).
+        self._sent_members: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
 
     # ------------------------------------------------------------------ /sync
 
@@ -302,7 +335,9 @@ class SyncAPI:
         flt: SyncFilter,
         full_state: bool,
     ) -> tuple[dict[str, Any], bool]:
-        after = since.room if since is not None else 0
+        # Not below 0: what lies there (state of joined rooms, backfilled history) is
+        # never a new timeline event.
+        after = max(since.room, 0) if since is not None else 0
         after = min(after, upto)
         join: dict[str, Any] = {}
         invite: dict[str, Any] = {}
@@ -314,8 +349,9 @@ class SyncAPI:
                 # A membership newer than the position shows up on the next sync.
                 continue
             if membership == "join":
-                newly = since is None or pos > after or full_state
-                room = await self._room(t, who, room_id, after, upto, flt, newly, now)
+                fresh = since is not None and pos > after
+                newly = since is None or fresh or full_state
+                room = await self._room(t, who, room_id, after, upto, flt, newly, now, fresh)
                 if room is not None:
                     join[room_id] = room
             elif membership == "invite":
@@ -329,8 +365,14 @@ class SyncAPI:
             elif membership in ("leave", "ban") and (
                 (since is not None and pos > after) or (since is None and flt.include_leave)
             ):
-                if await _ever_joined(t, room_id, who.user_id, pos):
-                    room = await self._room(t, who, room_id, after, min(pos, upto), flt, True, now)
+                changes = await _own_memberships(t, room_id, who.user_id, pos)
+                if any(m == "join" for _, m in changes):
+                    # Joined as of `since`: what came since, up to the leave (the client
+                    # holds the rest); joined since then: the history up to the leave.
+                    held = since is not None and _membership_at(changes, after) == "join"
+                    room = await self._room(
+                        t, who, room_id, after, min(pos, upto), flt, not held, now, not held
+                    )
                 else:  # never joined: only their own membership change
                     room = await self._room(t, who, room_id, pos - 1, pos, flt, False, now)
                 if room is not None:
@@ -379,21 +421,38 @@ class SyncAPI:
         flt: SyncFilter,
         newly: bool,
         now: int,
+        fresh: bool = False,
     ) -> dict[str, Any] | None:
+        """One room of a response: `newly` (a room new to this sync, or `full_state`)
+        shows the latest history and the whole state; otherwise what came after `after`.
+        `fresh`: the room is new to an incremental sync (joined since `since`)."""
         limit = flt.timeline_limit
-        # A room new to this sync shows the latest history; otherwise what came after `since`.
         history = await self._history(t, room_id, who.user_id, upto)
         vis = history.checker(await self._ignored(t, who.user_id))
         span = vis.span(upto)
         start = 0 if newly else after
         start = max(start, span[0]) if span else start
+        state_after = 0 if newly else after
+        state_rows = await queries.current_state(t, room_id, changed_after=state_after, upto=upto)
+        # The room's current state is the user's to see (it is in `state` anyway), so its
+        # events stay in the timeline even when sent while history was hidden from them:
+        # a client building its member list from the timeline still sees who is in the
+        # room (Synapse does the same; the spec's rules reveal nothing more by it).
+        current = {e.event_id for e in state_rows}
+
+        def visible(event: StoredEvent) -> bool:
+            return event.event_id in current or vis.allows(event)
+
         timeline, limited = await _filtered(
-            t, room_id, start, upto, limit, flt.timeline, True, vis.allows
+            t, room_id, start, upto, limit, flt.timeline, True, visible
         )
         timeline.reverse()
         timeline = await visibility.erase_for(t, vis, timeline)
-        state_after = 0 if newly else after
-        state_rows = await queries.current_state(t, room_id, changed_after=state_after, upto=upto)
+        if fresh and not (timeline and timeline[0].type == "m.room.create"):
+            # New to an incremental sync: the client holds none of the history before
+            # this timeline, so it is told there is a gap to page back through, as
+            # Synapse does (a timeline from the room's creation has none).
+            limited = True
         in_timeline = {e.event_id for e in timeline}
         state = [
             e
@@ -401,8 +460,7 @@ class SyncAPI:
             if e.event_id not in in_timeline and flt.state.allows(e.type, e.sender)
         ]
         if flt.state.lazy_load_members:
-            senders = {e.sender for e in timeline} | {who.user_id}
-            state = [e for e in state if e.type != "m.room.member" or e.state_key in senders]
+            state = await self._lazy_state(t, who, room_id, upto, newly, timeline, state, flt)
         if not newly and not timeline and not state:
             return None
         first = timeline[0].pos if timeline else upto + 1
@@ -422,21 +480,76 @@ class SyncAPI:
             with_room_id=False,
             now=now,
         )
+        served = [fmt(e, txn_ids=txns) for e in timeline]
+        served_state = [fmt(e) for e in state]
+        if flt.event_format == "federation":
+            served = [federation_event(e, c) for e, c in zip(timeline, served, strict=True)]
+            served_state = [
+                federation_event(e, c) for e, c in zip(state, served_state, strict=True)
+            ]
         return {
             "timeline": {
-                "events": [fmt(e, txn_ids=txns) for e in timeline],
+                "events": served,
                 "limited": limited,
                 # A whole history (a room new to this sync, not limited) pages back from
                 # the sync's position, as on Synapse: sytest expects the timeline's
                 # events again there. Otherwise from just before the timeline.
                 "prev_batch": StreamToken(upto if newly and not limited else first - 1).encode(),
             },
-            "state": {"events": [fmt(e) for e in state]},
+            "state": {"events": served_state},
             "ephemeral": {"events": []},
             "account_data": {"events": []},
             "unread_notifications": {"highlight_count": 0, "notification_count": 0},
             "summary": summary,
         }
+
+    async def _lazy_state(
+        self,
+        t: Txn,
+        who: Requester,
+        room_id: str,
+        upto: int,
+        newly: bool,
+        timeline: Sequence[StoredEvent],
+        state: list[StoredEvent],
+        flt: SyncFilter,
+    ) -> list[StoredEvent]:
+        """`state` with lazy-loaded members (client-server-api "Lazy-loading room
+        members"). A room new to the sync gets the memberships of the timeline's senders
+        and the user's own, of all the members. An incremental sync keeps the state
+        changes since `since` (members who joined or left in a gap included: clients
+        keep their member lists from them) and adds the memberships of the timeline's
+        senders, except those this device was already sent (redundant ones, unless the
+        filter's `include_redundant_members` asks for them). What each device was sent is
+        remembered in memory: forgetting it only makes the server send members again,
+        which the spec allows."""
+        senders = {e.sender for e in timeline}
+        redundant_too = flt.state.include_redundant_members
+        device = (who.user_id, who.device_id)
+        if newly:
+            senders.add(who.user_id)
+            state = [e for e in state if e.type != "m.room.member" or e.state_key in senders]
+            sent: dict[str, str] = {}
+        else:
+            sent = self._sent_members.get(device, {}).get(room_id, {})
+            known = {e.state_key for e in [*timeline, *state] if e.type == "m.room.member"}
+            wanted = sorted(s for s in senders if s not in known)
+            for e in await queries.member_events(t, room_id, wanted):
+                if (
+                    e.pos <= upto
+                    and flt.state.allows(e.type, e.sender)
+                    and (redundant_too or sent.get(e.state_key or "") != e.event_id)
+                ):
+                    state.append(e)
+        if not redundant_too:
+            sent = dict(sent)
+            for e in [*state, *timeline]:
+                if e.type == "m.room.member" and e.state_key is not None:
+                    sent[e.state_key] = e.event_id
+            if device not in self._sent_members and len(self._sent_members) >= MAX_QUIET:
+                self._sent_members.clear()
+            self._sent_members.setdefault(device, {})[room_id] = sent
+        return state
 
     async def _summary(self, t: Txn, room_id: str, user_id: str) -> dict[str, Any]:
         rows = await t.fetchall(
@@ -464,12 +577,17 @@ class SyncAPI:
                 # inviting server's stripped state is all there is.
                 return [g for g in given if isinstance(g, dict)] + [stripped_event(e)]
         wanted = [e for e in state if e.type in INVITE_STATE_TYPES and e.state_key == ""]
-        return [stripped_event(e) for e in wanted] + [
-            stripped_event(e)
+        pending = [
+            e
             for e in state
             if e.type == "m.room.member"
             and e.pdu.get("content", {}).get("membership") in ("invite", "knock")
         ]
+        # The inviters' own member events too, as an invite over federation carries them
+        # (clients show who invited; Sytest's third-party invite tests look for it).
+        inviters = {e.sender for e in pending} - {e.state_key for e in pending}
+        wanted += [e for e in state if e.type == "m.room.member" and e.state_key in inviters]
+        return [stripped_event(e) for e in wanted + pending]
 
     # ------------------------------------------------------------------ history access
 
@@ -488,6 +606,16 @@ class SyncAPI:
             # Left or banned without ever joining (e.g. a rejected invite): no history.
             raise forbidden(f"User {user_id} is not in room {room_id}")
         return pos
+
+    async def reads_current_state(self, user_id: str, room_id: str) -> bool:
+        """Whether the user may read the room as it is now: joined, or the room's history
+        is `world_readable` (room previews)."""
+
+        async def q(t: Txn) -> bool:
+            found = await queries.membership(t, user_id, room_id)
+            return (found is not None and found[0] == "join") or await _world_readable(t, room_id)
+
+        return await self.db.read(q)
 
     async def _invited_by_ignored(self, t: Txn, user_id: str, room_id: str) -> bool:
         """Whether the user's invite to the room comes from someone they ignore (such
@@ -527,8 +655,7 @@ class SyncAPI:
         if kept is not None and kept[0] <= upto:
             since = await queries.state_keys_between(t, room_id, kept[0], upto)
             if since is not None and not (
-                (visibility.HISTORY_TYPE, "") in since
-                or (visibility.MEMBER_TYPE, user_id) in since
+                (visibility.HISTORY_TYPE, "") in since or (visibility.MEMBER_TYPE, user_id) in since
             ):
                 return kept[1]
         history = await visibility.load_history(t, room_id, user_id)
@@ -550,6 +677,10 @@ class SyncAPI:
             raise forbidden(f"User {user_id} may not read the history of room {room_id}")
         return span[0], span[1], vis
 
+    #: Fetches a room's earlier history from other servers (federation sets it):
+    #: `room_id` -> whether some was stored, and is served now.
+    backfill: Callable[[str], Awaitable[bool]] | None = None
+
     async def messages(
         self,
         who: Requester,
@@ -561,24 +692,52 @@ class SyncAPI:
         limit: int,
         flt: EventFilter,
     ) -> dict[str, Any]:
-        async def q(t: Txn) -> dict[str, Any]:
+        """A page of the room's history (`/messages`). Backwards, a page that reaches the
+        start of what this server has asks other servers for what came before
+        (`backfill`), and is read again once that is stored.
+
+        Positions in two ranges are read: the timeline (above 0, in log order) and,
+        below it, history backfilled from other servers (`reader.HISTORY_FLOOR`, in
+        topological order), which comes before every timeline event. Between the two
+        lies state of rooms joined over federation, never served here. History is read
+        only by users who may read the room from its start, while its history is
+        `shared` or `world_readable`: the setting at a backfilled event is known once
+        the setting's event is backfilled too, and until then the current one stands
+        for it (under `invited` or `joined`, no user of this server was there before
+        this server joined, so none may read what came before)."""
+
+        async def q(t: Txn) -> tuple[dict[str, Any], bool]:
             floor, upto, vis = await self.history_span(t, who.user_id, room_id)
+            setting = await queries.state_event(t, room_id, visibility.HISTORY_TYPE, "")
+            current = visibility.normalise(
+                setting.pdu.get("content", {}).get("history_visibility") if setting else None
+            )
+            history = floor <= 0 and current in ("shared", "world_readable")
+            bottom = HISTORY_FLOOR - 1 if history else max(floor, 0)
             if backwards:
-                start = from_token.room if from_token is not None else upto
-                hi = min(start, upto)
-                lo = to_token.room if to_token is not None else 0
-                lo = max(lo, floor)
-                chunk, _ = await _filtered(t, room_id, lo, hi, limit, flt, True, vis.allows)
+                hi = min(from_token.room if from_token is not None else upto, upto)
+                lo = max(to_token.room if to_token is not None else bottom, bottom)
+                spans = [(max(lo, 0), hi), (lo, min(hi, HISTORY_TOP - 1))]
+                start = from_token or StreamToken(hi)
             else:
-                start = from_token.room if from_token is not None else 0
-                start = max(start, floor)
+                lo = max(from_token.room if from_token is not None else bottom, bottom)
                 hi = min(to_token.room, upto) if to_token is not None else upto
-                chunk, _ = await _filtered(
-                    t, room_id, start, hi, limit, flt, False, vis.allows
+                spans = [(lo, min(hi, HISTORY_TOP - 1)), (max(lo, 0), hi)]
+                start = from_token or StreamToken(lo)
+            chunk: list[StoredEvent] = []
+            for after, last in spans:
+                if after >= last or len(chunk) >= limit:
+                    continue
+                part, _ = await _filtered(
+                    t, room_id, after, last, limit - len(chunk), flt, backwards, vis.allows
                 )
+                chunk.extend(part)
+            # Also when the room's create event is here: history may have gaps after it (an
+            # event whose prev events never arrived), which other servers may fill.
+            at_start = backwards and history and lo == bottom and len(chunk) < limit
             chunk = await visibility.erase_for(t, vis, chunk)
             body: dict[str, Any] = {
-                "start": (from_token or StreamToken(start)).encode(),
+                "start": start.encode(),
                 "chunk": await self._format(t, who, chunk),
             }
             # `end` whenever the chunk has events, as Synapse does: a client learns it
@@ -590,9 +749,12 @@ class SyncAPI:
                 senders = sorted({e.sender for e in chunk})
                 members = await queries.member_events(t, room_id, senders)
                 body["state"] = await self._format(t, who, members)
-            return body
+            return body, at_start
 
-        return await self.db.read(q)
+        body, at_start = await self.db.read(q)
+        if at_start and self.backfill is not None and await self.backfill(room_id):
+            body, _ = await self.db.read(q)
+        return body
 
     async def _format(
         self, t: Txn, who: Requester, events: Sequence[StoredEvent]
@@ -663,9 +825,17 @@ class SyncAPI:
 
         return await self.db.read(q)
 
+    async def _state_upto(self, t: Txn, user_id: str, room_id: str) -> int:
+        """`visible_upto` for reads of room state: a banned user reads none (as on
+        Synapse, which Sytest's ban tests follow), one who left the state as they left."""
+        found = await queries.membership(t, user_id, room_id)
+        if found is not None and found[0] == "ban" and not await _world_readable(t, room_id):
+            raise forbidden(f"User {user_id} is banned from room {room_id}")
+        return await self.visible_upto(t, user_id, room_id)
+
     async def state(self, who: Requester, room_id: str) -> list[dict[str, Any]]:
         async def q(t: Txn) -> list[dict[str, Any]]:
-            upto = await self.visible_upto(t, who.user_id, room_id)
+            upto = await self._state_upto(t, who.user_id, room_id)
             if upto < self.notifier.position:  # departed: the state as they left it
                 return await self._format(t, who, await queries.state_at(t, room_id, upto))
             return await self._format(t, who, await queries.current_state(t, room_id, upto=upto))
@@ -676,7 +846,7 @@ class SyncAPI:
         self, who: Requester, room_id: str, event_type: str, state_key: str
     ) -> dict[str, Any]:
         async def q(t: Txn) -> dict[str, Any]:
-            upto = await self.visible_upto(t, who.user_id, room_id)
+            upto = await self._state_upto(t, who.user_id, room_id)
             found = await queries.state_event(t, room_id, event_type, state_key)
             if found is not None and found.pos > upto:  # departed: the state as they left it
                 at = await queries.state_at(t, room_id, upto)

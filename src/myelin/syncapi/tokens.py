@@ -30,9 +30,12 @@ class StreamToken:
         if not text.startswith("s") or len(text) > 400:
             raise MatrixError(400, "M_INVALID_PARAM", f"Malformed {what}: {text[:50]!r}")
         parts = text[1:].split("_")
-        if len(parts) > _MAX_PARTS or not all(p.isascii() and p.isdigit() for p in parts):
+        # The room part may be negative: `/messages` pages into history backfilled from
+        # other servers, which sits below position 0 (myelin.syncapi.reader).
+        digits = [parts[0].removeprefix("-"), *parts[1:]]
+        if len(parts) > _MAX_PARTS or not all(p.isascii() and p.isdigit() for p in digits):
             raise MatrixError(400, "M_INVALID_PARAM", f"Malformed {what}: {text[:50]!r}")
         values = [int(p) for p in parts]
-        if any(v > _MAX_POSITION for v in values):
+        if any(abs(v) > _MAX_POSITION for v in values):
             raise MatrixError(400, "M_INVALID_PARAM", f"Malformed {what}: {text[:50]!r}")
         return StreamToken(values[0], tuple(values[1:]))

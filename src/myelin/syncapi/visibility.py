@@ -21,7 +21,7 @@ account are served redacted to readers who were not joined when they were sent.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import orjson
@@ -257,4 +257,42 @@ async def ignored_users(t: Txn, user_id: str) -> frozenset[str]:
         frozenset(u for u in users if isinstance(u, str))
         if isinstance(users, dict)
         else frozenset()
+    )
+
+
+def server_may_see(
+    setting: str,
+    memberships: Mapping[str, str | None],
+    joined_later: Collection[str],
+    *,
+    setting_after: str | None = None,
+    own_change: tuple[str, str | None] | None = None,
+) -> bool:
+    """Whether another server may be given an event: whether any of its users may see it
+    (`may_see` per user; a server sees what its users see, and no more).
+
+    `setting` is the history visibility before the event; `memberships` the membership
+    then of each of the server's users who has one; `joined_later` those of them who
+    joined after the event. The spec's two exceptions apply per user as for clients: a
+    setting change (`setting_after`) is visible if the setting before or after allows it,
+    and a user's own membership change (`own_change`: user, new membership) if the
+    membership before or after does."""
+    users = set(memberships) | set(joined_later)
+    if own_change is not None:
+        users.add(own_change[0])
+    for user in users:
+        membership = memberships.get(user)
+        later = user in joined_later
+        if may_see(setting, membership, later):
+            return True
+        if setting_after is not None and may_see(setting_after, membership, later):
+            return True
+        if (
+            own_change is not None
+            and own_change[0] == user
+            and may_see(setting, own_change[1], later)
+        ):
+            return True
+    return may_see(setting, None, False) or (
+        setting_after is not None and may_see(setting_after, None, False)
     )

@@ -74,6 +74,15 @@ class Device:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The last request of a device: its address, time and `User-Agent` (if it sent one)."""
+
+    ip: str
+    last_seen: int
+    user_agent: str | None
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -110,7 +119,7 @@ class UserAPI:
         self._tokens: dict[str, tuple[TokenInfo, int | None]] = {}
         self._tokens_of: dict[str, set[str]] = {}
         self._generation: dict[str, int] = {}
-        self._last_seen: dict[tuple[str, str], tuple[int, str]] = {}
+        self._last_seen: dict[tuple[str, str], tuple[int, str, str | None]] = {}
 
     @classmethod
     async def open(
@@ -251,9 +260,7 @@ class UserAPI:
         hashed = await hash_password(password)
 
         async def txn(t: Txn) -> None:
-            await t.execute(
-                "UPDATE users SET password_hash = ? WHERE user_id = ?", hashed, user_id
-            )
+            await t.execute("UPDATE users SET password_hash = ? WHERE user_id = ?", hashed, user_id)
             if logout_devices:
                 await t.execute(
                     "DELETE FROM devices WHERE user_id = ? AND device_id <> ?",
@@ -397,8 +404,7 @@ class UserAPI:
 
         async def txn(t: Txn) -> tuple[str, str]:
             row = await t.fetchone(
-                "SELECT id, user_id, device_id, parent_id FROM refresh_tokens"
-                " WHERE token_hash = ?",
+                "SELECT id, user_id, device_id, parent_id FROM refresh_tokens WHERE token_hash = ?",
                 _digest(refresh_token),
             )
             if row is None:
@@ -476,27 +482,47 @@ class UserAPI:
             raise UserAPIError(401, "M_UNKNOWN_TOKEN", "Access token has expired", soft_logout=True)
         return info
 
-    async def touch_device(self, info: TokenInfo, ip: str) -> None:
-        """Record when and from where a device was last seen: at most one write per
-        device every LAST_SEEN_INTERVAL_MS (or on a new address), not one per request."""
+    async def touch_device(self, info: TokenInfo, ip: str, user_agent: str | None = None) -> None:
+        """Record when, from where and with which client a device was last seen: at most
+        one write per device every LAST_SEEN_INTERVAL_MS (or on a new address or User-Agent),
+        not one per request."""
         key = (info.user_id, info.device_id)
         now = now_ms()
         seen = self._last_seen.get(key)
-        if seen is not None and seen[1] == ip and now - seen[0] < LAST_SEEN_INTERVAL_MS:
+        if (
+            seen is not None
+            and seen[1:] == (ip, user_agent)
+            and now - seen[0] < LAST_SEEN_INTERVAL_MS
+        ):
             return
         if len(self._last_seen) >= TOKEN_CACHE_SIZE:
             self._last_seen.clear()
-        self._last_seen[key] = (now, ip)
+        self._last_seen[key] = (now, ip, user_agent)
         await self.db.run(
             lambda t: t.execute(
-                "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ?"
+                "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ?, last_seen_user_agent = ?"
                 " WHERE user_id = ? AND device_id = ?",
                 now,
                 ip,
+                user_agent,
                 info.user_id,
                 info.device_id,
             )
         )
+
+    async def connections(self, user_id: str) -> dict[str, Connection | None]:
+        """Each device of the user with its last connection (None: never seen)."""
+        rows = await self.db.read(
+            lambda t: t.fetchall(
+                "SELECT device_id, last_seen_ts, last_seen_ip, last_seen_user_agent"
+                " FROM devices WHERE user_id = ? ORDER BY device_id",
+                user_id,
+            )
+        )
+        return {
+            str(device): None if ts is None else Connection(str(ip or ""), int(ts), agent)
+            for device, ts, ip, agent in rows
+        }
 
     async def issue_login_token(self, user_id: str, lifetime_ms: int) -> str:
         """A single-use token that logs another client in as `user_id` (m.login.token).
@@ -556,9 +582,7 @@ class UserAPI:
 
     async def logout_all(self, user_id: str) -> None:
         try:
-            await self.db.run(
-                lambda t: t.execute("DELETE FROM devices WHERE user_id = ?", user_id)
-            )
+            await self.db.run(lambda t: t.execute("DELETE FROM devices WHERE user_id = ?", user_id))
         finally:
             self._forget_tokens(user_id)
         for hook in self.on_devices_removed:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,9 @@ from myelin import __version__
 from myelin.clientapi.http import MatrixError, Request, Response, json_response
 from myelin.clientapi.router import Router
 from myelin.core.builder import sign_event
-from myelin.core.events import Event
+from myelin.core.events import Event, StateKey
 from myelin.core.federation import server_acl_allows
+from myelin.core.redaction import redact
 from myelin.core.roomversions import KNOWN_ROOM_VERSIONS, UnsupportedRoomVersion, room_version
 from myelin.core.signing import SigningKey
 from myelin.federation.auth import FederationAuth
@@ -38,6 +39,7 @@ from myelin.federation.rooms import (
 )
 from myelin.roomserver.roomserver import Roomserver
 from myelin.roomserver.types import InputError, Status, UnknownEventError, UnknownRoomError
+from myelin.syncapi.visibility import HISTORY_TYPE, MEMBER_TYPE, normalise, server_may_see
 
 log = logging.getLogger("myelin.federation.receiver")
 
@@ -69,10 +71,144 @@ class ReceiverHooks:
     """`(limit, since, search term)` -> this server's public room list."""
     on_invite: Callable[[Event, list[Any]], Awaitable[None]] | None = None
     """A local user was invited to a remote room (the signed invite, stripped state)."""
+    third_party_onbind: Callable[[Any], Awaitable[None]] | None = None
+    """An identity server's `/3pid/onbind` body (pending third-party invites)."""
+    exchange_third_party_invite: Callable[[str, Any, str], Awaitable[None]] | None = None
+    """`(room ID, partial invite event, origin)` of `exchange_third_party_invite`."""
+    on_accepted: Callable[[Event], Awaitable[None]] | None = None
+    """A PDU pushed by another server was accepted: what it makes this server do (this
+    server's guests leave a room whose guest access was revoked)."""
+    erased_senders: Callable[[set[str]], Awaitable[frozenset[str]]] | None = None
+    """Which of these users erased their account (deactivation with `erase`)."""
 
 
 def _error(status: int, errcode: str, error: str, **extra: Any) -> MatrixError:
     return MatrixError(status, errcode, error, **extra)
+
+
+#: How many membership events (of all the server's users) are followed back to find
+#: their past joins, for a server none of whose users is joined now.
+MEMBERSHIP_WALK = 200
+
+
+class ServerView:
+    """What one server may see of one room's history: an event is visible to a server
+    when any of its users may see it (client-server-api "Room History Visibility",
+    applied per user with `syncapi.visibility.server_may_see`), judged by the state
+    before the event, as the roomserver computed it. Built per request: it caches the
+    server's membership changes, read only when a `shared` event needs them."""
+
+    def __init__(self, rs: Roomserver, room_id: str, server: str) -> None:
+        self.rs = rs
+        self.room_id = room_id
+        self.server = server
+        self._current: dict[StateKey, str] | None = None
+        self._joins: dict[str, list[int]] | None = None
+        self._joined: bool | None = None
+
+    async def _current_state(self) -> dict[StateKey, str]:
+        if self._current is None:
+            try:
+                self._current = await self.rs.current_state(self.room_id)
+            except UnknownRoomError:
+                self._current = {}
+        return self._current
+
+    def _ours(self, state: Mapping[StateKey, str]) -> dict[str, str]:
+        """The server's users with a membership in `state`: user -> member event ID."""
+        return {
+            k: e for (t, k), e in state.items() if t == MEMBER_TYPE and server_of(k) == self.server
+        }
+
+    async def _joined_now(self) -> bool:
+        """Whether one of the server's users is joined to the room now."""
+        if self._joined is None:
+            ours = list(self._ours(await self._current_state()).values())
+            events = await self.rs.events(ours)
+            self._joined = any(e.membership == "join" for e in events.values())
+        return self._joined
+
+    async def _join_depths(self) -> dict[str, list[int]]:
+        """For each of the server's users, the depths of their joins: their membership
+        events followed back from current state, each through the state before it."""
+        if self._joins is not None:
+            return self._joins
+        joins: dict[str, list[int]] = {}
+        steps = 0
+        for user, event_id in self._ours(await self._current_state()).items():
+            depths = joins.setdefault(user, [])
+            seen: set[str] = set()
+            next_id: str | None = event_id
+            while next_id is not None and next_id not in seen and steps < MEMBERSHIP_WALK:
+                steps += 1
+                seen.add(next_id)
+                event = await self.rs.event(next_id)
+                if event is None:
+                    break
+                if event.membership == "join":
+                    depths.append(event.depth)
+                try:
+                    next_id = (await self.rs.state_before(next_id)).get((MEMBER_TYPE, user))
+                except UnknownEventError:
+                    break
+        self._joins = joins
+        return joins
+
+    async def hidden(self, events: Sequence[Event]) -> set[str]:
+        """The IDs of those of `events` (of this room) the server may not see. An event
+        without state here (an outlier) is judged by the room's current state."""
+        befores: list[dict[StateKey, str]] = []
+        for event in events:
+            try:
+                befores.append(await self.rs.state_before(event.event_id))
+            except UnknownEventError:
+                befores.append(await self._current_state())
+        wanted = {
+            e
+            for state in befores
+            for e in [state.get((HISTORY_TYPE, "")), *self._ours(state).values()]
+            if e is not None
+        }
+        found = await self.rs.events(sorted(wanted))
+        hidden: set[str] = set()
+        for event, state in zip(events, befores, strict=True):
+            setting_event = found.get(state.get((HISTORY_TYPE, "")) or "")
+            setting = normalise(
+                setting_event.content.get("history_visibility") if setting_event else None
+            )
+            memberships = {
+                user: found[e].membership for user, e in self._ours(state).items() if e in found
+            }
+            setting_after = None
+            if event.type == HISTORY_TYPE and event.state_key == "":
+                setting_after = normalise(event.content.get("history_visibility"))
+            own_change = None
+            if event.type == MEMBER_TYPE and server_of(event.state_key or "") == self.server:
+                own_change = (event.state_key or "", event.membership)
+            visible = server_may_see(
+                setting,
+                memberships,
+                (),
+                setting_after=setting_after,
+                own_change=own_change,
+            )
+            if not visible and "shared" in (setting, setting_after):
+                # A user of the server joined after the event: one joined now did (or
+                # was joined at it already); else their past joins are looked up.
+                if await self._joined_now():
+                    continue
+                joins = await self._join_depths()
+                later = {u for u, depths in joins.items() if any(d > event.depth for d in depths)}
+                visible = server_may_see(
+                    setting,
+                    memberships,
+                    later,
+                    setting_after=setting_after,
+                    own_change=own_change,
+                )
+            if not visible:
+                hidden.add(event.event_id)
+        return hidden
 
 
 class Receiver:
@@ -128,6 +264,28 @@ class Receiver:
     def _pdus(events: list[Event]) -> list[dict[str, Any]]:
         return [dict(e.pdu) for e in events]
 
+    async def _served_pdus(self, events: list[Event], origin: str) -> list[dict[str, Any]]:
+        """The PDUs of room history served to another server (`/event`, `/backfill`,
+        `/get_missing_events`). Those `origin` may not see (no user of it may, by the
+        room's history visibility) go out redacted, not omitted: the server still gets
+        the room's DAG and auth (prev and auth events, the keys auth needs), never the
+        content. So do those of users who erased their account, as they are served to
+        clients who were not in the room. Still valid PDUs: signatures and event IDs
+        cover the redacted form."""
+        erased: frozenset[str] = frozenset()
+        if events and self.hooks.erased_senders is not None:
+            erased = await self.hooks.erased_senders({e.sender for e in events})
+        hidden: set[str] = set()
+        for room_id in {e.room_id for e in events}:
+            view = ServerView(self.rs, room_id, origin)
+            hidden |= await view.hidden([e for e in events if e.room_id == room_id])
+        return [
+            redact(e.pdu, e.room_version)
+            if e.sender in erased or e.event_id in hidden
+            else dict(e.pdu)
+            for e in events
+        ]
+
     # ---------------------------------------------------------------- routes
 
     async def version(self, req: Request) -> Response:
@@ -175,6 +333,7 @@ class Receiver:
         try:
             event = await verify_pdu(pdu, room_version(version_id), self.keyring)
         except BadPdu as exc:
+            log.info("dropping PDU from %s: %s", origin, exc)
             return None, str(exc)
         if not await self._acl_allows(event.room_id, origin):
             return event.event_id, "Server is banned from this room"
@@ -185,6 +344,11 @@ class Receiver:
             return event.event_id, str(exc)
         if isinstance(result, InputError):
             return event.event_id, str(result)
+        if result.status is Status.ACCEPTED and self.hooks.on_accepted is not None:
+            try:
+                await self.hooks.on_accepted(event)
+            except Exception:  # the event is in: what follows from it must not fail it
+                log.exception("handling accepted %s failed", event.event_id)
         # A rejected or soft-failed event was processed all the same: no error (the
         # sender learns nothing from it, and must not retry it).
         return event.event_id, None
@@ -300,9 +464,7 @@ class Receiver:
     async def invite_v1(self, req: Request, origin: str) -> Response:
         pdu = req.json()
         version_id = await self.rs.room_version(req.params["room_id"]) or "1"
-        req.body = orjson.dumps(
-            {"room_version": version_id, "event": pdu, "invite_room_state": []}
-        )
+        req.body = orjson.dumps({"room_version": version_id, "event": pdu, "invite_room_state": []})
         resp = await self.invite(req, origin)
         return json_response([200, orjson.loads(resp.body)])
 
@@ -313,8 +475,9 @@ class Receiver:
         if not await self._acl_allows(event.room_id, origin):
             raise _error(403, "M_FORBIDDEN", "Server is banned from this room")
         await self._require_in_room(event.room_id, origin)
+        pdus = await self._served_pdus([event], origin)
         return json_response(
-            {"origin": self.server_name, "origin_server_ts": now_ms(), "pdus": [dict(event.pdu)]}
+            {"origin": self.server_name, "origin_server_ts": now_ms(), "pdus": pdus}
         )
 
     async def _state_at(self, req: Request, origin: str) -> tuple[list[Event], list[Event]]:
@@ -330,6 +493,10 @@ class Receiver:
             raise _error(404, "M_NOT_FOUND", "Unknown event")
         if status[0] is Status.OUTLIER:
             raise _error(404, "M_NOT_FOUND", "No state is known at that event")
+        # The state at an event is the server's to have if the event is: what a user
+        # who may see an event is shown of the room there (history visibility).
+        if await ServerView(self.rs, room_id, origin).hidden([event]):
+            raise _error(403, "M_FORBIDDEN", f"{origin[:100]} may not see that event")
         try:
             state_ids = await self.rs.state_before(event_id)
             state = await self.rs.events(list(state_ids.values()))
@@ -372,7 +539,11 @@ class Receiver:
         events = await walk_back(self.rs, starts, set(), max(limit, 0))
         events = [e for e in events if e.room_id == room_id]
         return json_response(
-            {"origin": self.server_name, "origin_server_ts": now_ms(), "pdus": self._pdus(events)}
+            {
+                "origin": self.server_name,
+                "origin_server_ts": now_ms(),
+                "pdus": await self._served_pdus(events, origin),
+            }
         )
 
     async def get_missing_events(self, req: Request, origin: str) -> Response:
@@ -401,7 +572,25 @@ class Receiver:
         )
         events = [e for e in events if e.room_id == room_id and e.event_id not in latest]
         events.sort(key=lambda e: (e.depth, e.event_id))
-        return json_response({"events": self._pdus(events[: max(limit, 0)])})
+        return json_response({"events": await self._served_pdus(events[: max(limit, 0)], origin)})
+
+    async def exchange_third_party_invite(self, req: Request, origin: str) -> Response:
+        """Authorise and send the invite of a third-party invite of this server's user
+        (server-server-api "Third-party invites")."""
+        if self.hooks.exchange_third_party_invite is None:
+            raise _error(404, "M_UNRECOGNIZED", "Third-party invites are not supported")
+        body = req.json(canonical=True)
+        await self.hooks.exchange_third_party_invite(req.params["room_id"], body, origin)
+        return json_response({})
+
+    async def third_party_onbind(self, req: Request) -> Response:
+        """`/3pid/onbind`: an identity server reports a binding and its pending invites.
+        Unauthenticated, like the reference servers: each invite carries the identity
+        server's signature, which is checked against the room's keys before use."""
+        if self.hooks.third_party_onbind is None:
+            raise _error(404, "M_UNRECOGNIZED", "Third-party invites are not supported")
+        await self.hooks.third_party_onbind(req.json(canonical=True))
+        return json_response({})
 
     async def query_directory(self, req: Request, origin: str) -> Response:
         alias = req.query_param("room_alias")
@@ -465,9 +654,11 @@ class Receiver:
 
     async def key_query_get(self, req: Request) -> Response:
         server = req.params["server_name"]
-        raw = req.query_param("minimum_valid_until_ts") or "0"
-        found = await self.keyring.notary_response(server, int(raw) if raw.isdigit() else 0)
-        return json_response({"server_keys": [found] if found else []})
+        key_id = req.params.get("key_id")
+        raw = req.query_param("minimum_valid_until_ts")
+        minimum = int(raw) if raw and raw.isdigit() else None
+        found = await self.keyring.notary_responses(server, [key_id] if key_id else (), minimum)
+        return json_response({"server_keys": found})
 
     async def key_query_post(self, req: Request) -> Response:
         body = req.json()
@@ -476,14 +667,14 @@ class Receiver:
             raise _error(400, "M_BAD_JSON", "server_keys must be an object")
         out = []
         for server, criteria in wanted.items():
-            minimum = 0
-            for value in criteria.values() if isinstance(criteria, dict) else []:
+            if not isinstance(criteria, dict):
+                raise _error(400, "M_BAD_JSON", "the criteria of a server must be an object")
+            minimum: int | None = None
+            for value in criteria.values():
                 ts = value.get("minimum_valid_until_ts") if isinstance(value, dict) else None
                 if isinstance(ts, int) and not isinstance(ts, bool):
-                    minimum = max(minimum, ts)
-            found = await self.keyring.notary_response(str(server), minimum)
-            if found is not None:
-                out.append(found)
+                    minimum = ts if minimum is None else max(minimum, ts)
+            out.extend(await self.keyring.notary_responses(str(server), list(criteria), minimum))
         return json_response({"server_keys": out})
 
     # ---------------------------------------------------------------- wiring
@@ -495,6 +686,7 @@ class Receiver:
                 return await handler(req, origin)
 
             return self.auth.wrap(checked)
+
         v1, v2 = PREFIX + "/v1", PREFIX + "/v2"
 
         def put(fn: Callable[..., Awaitable[Response]], **kw: Any) -> Any:
@@ -529,6 +721,13 @@ class Receiver:
         router.add("POST", v1 + "/get_missing_events/{room_id}", w(self.get_missing_events))
         router.add(["GET", "POST"], v1 + "/publicRooms", w(self.public_rooms))
         router.add("GET", v1 + "/query/directory", w(self.query_directory))
+        router.add(
+            "PUT",
+            v1 + "/exchange_third_party_invite/{room_id}",
+            w(self.exchange_third_party_invite),
+        )
+        # The spec says PUT; identity servers (and Sytest's) POST.
+        router.add(["PUT", "POST"], v1 + "/3pid/onbind", self.third_party_onbind)
         router.add("GET", v1 + "/query/profile", w(self.query_profile))
         router.add("POST", v1 + "/user/keys/query", w(self._query("user_keys_query")))
         router.add("POST", v1 + "/user/keys/claim", w(self._query("user_keys_claim")))

@@ -83,6 +83,9 @@ class FederationSender:
         self.on_join: list[Callable[[str, str, set[str]], Awaitable[None]]] = []
         """Told of each join, `(room, user, servers in the room)`, after its PDU was
         queued (presence is shared with new servers there)."""
+        self.on_leave: list[Callable[[str, str], Awaitable[None]]] = []
+        """Told of each leave, kick or ban, `(room, user)` (remote device lists are kept
+        only while a room is shared)."""
 
     async def open(self) -> None:
         await self.db.migrate(COMPONENT, MIGRATIONS)
@@ -126,13 +129,34 @@ class FederationSender:
             self._tg.create_task(queue.run(), name=f"federation-to-{destination}")
         return queue
 
-    def send_edu(self, destinations: Iterable[str], edu_type: str, content: Any) -> None:
-        """Queue an EDU for each destination (this server skipped)."""
+    def send_edu(self, destinations: Iterable[str], edu_type: str, content: Any) -> dict[str, int]:
+        """Queue an EDU for each destination (this server skipped); its number in each
+        destination's queue, for `edus_done`."""
+        numbers: dict[str, int] = {}
         for destination in destinations:
             if destination and destination != self.server_name:
                 queue = self._queue(destination)
                 if queue is not None:
-                    queue.add_edu(edu_type, content)
+                    numbers[destination] = queue.add_edu(edu_type, content)
+        return numbers
+
+    async def edus_done(self, numbers: dict[str, int], timeout_s: float) -> None:
+        """Wait, at most `timeout_s`, until each destination has answered the transaction
+        carrying its EDU of that number (`send_edu`'s answer); a slow server is not
+        waited for beyond that, and one whose last transaction failed (a retry pending)
+        not at all (its EDUs stay queued either way)."""
+        waits = [
+            queue.edus_done(number)
+            for destination, number in numbers.items()
+            if (queue := self._queues.get(destination)) is not None and not queue.failing
+        ]
+        if not waits:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            log.info("EDUs not yet answered after %.1f s: %s", timeout_s, sorted(numbers))
 
     async def servers_of(self, room_id: str) -> set[str]:
         """Servers with a joined member in the room (this one included)."""
@@ -172,6 +196,9 @@ class FederationSender:
         self._track(payload)
         if payload.status is not Status.ACCEPTED or payload.kind is not InputKind.NEW:
             return
+        if event.membership in ("leave", "ban") and event.state_key:
+            for leave_hook in self.on_leave:
+                await leave_hook(event.room_id, event.state_key)
         origin = server_of(event.sender)
         if payload.origin is Origin.FEDERATED and event.type != "m.room.member":
             return
