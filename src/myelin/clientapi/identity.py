@@ -17,7 +17,6 @@ import ssl
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import orjson
 
 from myelin.core.base64 import encode_urlsafe_base64
@@ -79,6 +78,8 @@ class IdentityClient:
         if body is not None:
             data = orjson.dumps(body)
             sent["Content-Type"] = "application/json"
+        import aiohttp  # loaded with the session (myelin.http_session), not at start-up
+
         try:
             async with self._http.get().request(method, url, data=data, headers=sent) as resp:
                 raw = await resp.read()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import html
 import logging
 import urllib.parse
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +67,8 @@ class CasError(Exception):
 
 def parse_validation(body: bytes) -> CasUser:
     """The user of a CAS 2.0/3.0 `serviceResponse`, or CasError with the server's reason."""
+    import xml.etree.ElementTree as ET  # loaded at the first CAS sign-in, not at start-up
+
     try:
         root = ET.fromstring(body)
     except ET.ParseError as exc:

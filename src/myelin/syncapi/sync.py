@@ -533,7 +533,12 @@ class SyncAPI:
         else:
             sent = self._sent_members.get(device, {}).get(room_id, {})
             known = {e.state_key for e in [*timeline, *state] if e.type == "m.room.member"}
-            wanted = sorted(s for s in senders if s not in known)
+            # A sender whose membership this device was sent and which has not changed
+            # since (a change would be in `state`) needs no read: the common case of a
+            # woken long-poll in a busy room.
+            wanted = sorted(
+                s for s in senders if s not in known and (redundant_too or s not in sent)
+            )
             for e in await queries.member_events(t, room_id, wanted):
                 if (
                     e.pos <= upto
@@ -542,13 +547,21 @@ class SyncAPI:
                 ):
                     state.append(e)
         if not redundant_too:
-            sent = dict(sent)
-            for e in [*state, *timeline]:
-                if e.type == "m.room.member" and e.state_key is not None:
-                    sent[e.state_key] = e.event_id
-            if device not in self._sent_members and len(self._sent_members) >= MAX_QUIET:
-                self._sent_members.clear()
-            self._sent_members.setdefault(device, {})[room_id] = sent
+            updates = {
+                e.state_key: e.event_id
+                for e in (*state, *timeline)
+                if e.type == "m.room.member" and e.state_key is not None
+            }
+            if newly or updates:
+                rooms = self._sent_members.get(device)
+                if rooms is None:
+                    if len(self._sent_members) >= MAX_QUIET:
+                        self._sent_members.clear()
+                    rooms = self._sent_members[device] = {}
+                if newly:
+                    rooms[room_id] = updates
+                else:
+                    rooms.setdefault(room_id, {}).update(updates)
         return state
 
     async def _summary(self, t: Txn, room_id: str, user_id: str) -> dict[str, Any]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import smtplib
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
 
 from myelin.errors import MatrixError
+
+# smtplib and email are imported when a message is sent: most servers never send one.
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 SMTP_TIMEOUT_S = 20.0
 
@@ -29,6 +31,8 @@ class Mailer:
     starttls: bool = False
 
     def _send(self, message: EmailMessage) -> None:
+        import smtplib
+
         smtp = smtplib.SMTP(self.host, self.port, timeout=SMTP_TIMEOUT_S)
         try:
             if self.starttls:
@@ -43,6 +47,10 @@ class Mailer:
 
     async def send(self, to: str, subject: str, text: str) -> None:
         """Send a plain-text message; 500 M_UNKNOWN if the relay refuses or is away."""
+        import smtplib
+        from email.message import EmailMessage
+        from email.utils import formatdate, make_msgid
+
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = to
