@@ -10,6 +10,7 @@ their server on each query. Changes of local users' keys go out by the same EDUs
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -577,8 +578,8 @@ class KeyEdus:
 
     def handlers(self) -> dict[str, Any]:
         return {
-            "m.device_list_update": self.device_list,
-            "m.signing_key_update": self.signing_keys,
+            "m.device_list_update": functools.partial(self.key_update, "m.device_list_update"),
+            "m.signing_key_update": functools.partial(self.key_update, "m.signing_key_update"),
             "m.direct_to_device": self.to_device,
         }
 
@@ -591,7 +592,9 @@ class KeyEdus:
             return user_id
         return None
 
-    async def device_list(self, origin: str, content: Any) -> None:
+    async def key_update(self, edu_type: str, origin: str, content: Any) -> None:
+        """An `m.device_list_update` or `m.signing_key_update` about one of the origin's
+        users: applied to the cached list (or, without federation keys, only announced)."""
         user_id = self._user_of(origin, content)
         if user_id is None:
             return
@@ -599,17 +602,7 @@ class KeyEdus:
         if remote is None:
             await self.keys.device_list_changed(user_id)
         else:
-            await remote.receive("m.device_list_update", content)
-
-    async def signing_keys(self, origin: str, content: Any) -> None:
-        user_id = self._user_of(origin, content)
-        if user_id is None:
-            return
-        remote = self.remote
-        if remote is None:
-            await self.keys.device_list_changed(user_id)
-        else:
-            await remote.receive("m.signing_key_update", content)
+            await remote.receive(edu_type, content)
 
     async def to_device(self, origin: str, content: Any) -> None:
         if not isinstance(content, dict):

@@ -24,6 +24,7 @@ from myelin.keyserver.inbox import send_to_device
 from myelin.keyserver.streams import Streams, SyncPart, SyncPositions
 from myelin.keyserver.validate import CROSS_SIGNING_USAGES
 from myelin.storage import Database, Txn
+from myelin.syncapi.queries import sharing_users
 from myelin.syncapi.tokens import StreamToken
 
 Wake = Callable[[Iterable[str]], None]
@@ -278,7 +279,7 @@ class KeyServer:
         other servers sharing a room with them too: of their devices' keys
         (`m.device_list_update`) and/or of their master and self-signing keys
         (`m.signing_key_update`)."""
-        users = await self.db.read(lambda t: self.streams.sharing_users(t, user_id))
+        users = await self.db.read(lambda t: sharing_users(t, user_id))
         self.wake(users | {user_id})
         if self.remote is not None and _server_of(user_id) == self.server_name:
             if devices:

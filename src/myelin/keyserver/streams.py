@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import orjson
 
 from myelin.storage import Database, Txn
+from myelin.syncapi.queries import sharing_users
 
 TO_DEVICE_LIMIT = 100
 #: How many devices' acknowledged positions are remembered.
@@ -190,16 +191,6 @@ class Streams:
 
     # ------------------------------------------------------------------ reads
 
-    async def sharing_users(self, t: Txn, user_id: str) -> set[str]:
-        """Users joined to a room the user is joined to (the user included)."""
-        rows = await t.fetchall(
-            "SELECT DISTINCT o.user_id FROM sync_memberships m"
-            " JOIN sync_memberships o ON o.room_id = m.room_id AND o.membership = 'join'"
-            " WHERE m.user_id = ? AND m.membership = 'join'",
-            user_id,
-        )
-        return {str(r[0]) for r in rows} | {user_id}
-
     async def sharing_encrypted_users(self, t: Txn, user_id: str) -> set[str]:
         """Users joined to an encrypted room (one with an `m.room.encryption` state event)
         the user is joined to (the user included)."""
@@ -305,7 +296,7 @@ class Streams:
             return [], []
         changed: set[str] = set()
         if upto_dl > after_dl:
-            sharing = await self.sharing_users(t, user_id)
+            sharing = await sharing_users(t, user_id)
             rows = await t.fetchall(
                 "SELECT DISTINCT user_id FROM e2e_device_list_stream WHERE pos > ? AND pos <= ?"
                 " AND (owner_only = 0 OR user_id = ?)",
