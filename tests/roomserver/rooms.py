@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from myelin.core.auth import auth_types_for_event
@@ -138,3 +139,47 @@ class RoomScript:
         event, result = await self.send("m.room.member", who, {"membership": "join"}, state_key=who)
         assert result.status.value == "accepted", result
         return event
+
+
+@dataclass
+class Chain:
+    """A linear run of events of one room, built but not submitted (as another server made
+    them): each names the one before as its prev event, has the next depth, and is
+    authorised by the state the run has built so far (`state`, which a test may change)."""
+
+    room: RoomScript
+    events: list[Event] = field(default_factory=list)
+    state: dict[StateKey, str] = field(default_factory=dict)
+
+    def add(
+        self,
+        event_type: str,
+        sender: str,
+        content: Mapping[str, Any],
+        state_key: str | None = None,
+    ) -> Event:
+        event = self.room.build(
+            event_type,
+            sender,
+            content,
+            state_key=state_key,
+            prevs=[self.events[-1].event_id] if self.events else [],
+            auth_state=self.state,
+            depth=len(self.events) + 1,
+        )
+        self.events.append(event)
+        if state_key is not None:
+            self.state[(event_type, state_key)] = event.event_id
+        return event
+
+    def opening(self, creator: str) -> tuple[Event, Event, Event]:
+        """The room's create event, its creator's join and public join rules."""
+        create = self.add(
+            "m.room.create",
+            creator,
+            {"room_version": self.room.version.identifier, "creator": creator},
+            "",
+        )
+        join = self.add("m.room.member", creator, {"membership": "join"}, creator)
+        rules = self.add("m.room.join_rules", creator, {"join_rule": "public"}, "")
+        return create, join, rules

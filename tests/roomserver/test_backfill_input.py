@@ -13,7 +13,7 @@ from myelin.roomserver.roomserver import Roomserver
 from myelin.roomserver.types import InputError, InputEvent, InputKind, Origin, Status
 from myelin.storage import Database
 
-from .rooms import SERVER, RoomScript, user
+from .rooms import SERVER, Chain, RoomScript, user
 
 ALICE, BOB = user("alice"), user("bob")
 
@@ -22,63 +22,11 @@ def history(room: RoomScript, room_id: str) -> list[Event]:
     """A room's first events as its own server made them (none submitted here): create,
     Alice's join, public join rules, two messages, Bob's join."""
     room.room_id = room_id
-    create = room.build(
-        "m.room.create",
-        ALICE,
-        {"room_version": "10", "creator": ALICE},
-        state_key="",
-        prevs=[],
-        auth_state={},
-        depth=1,
-    )
-    c = {("m.room.create", ""): create.event_id}
-    alice = room.build(
-        "m.room.member",
-        ALICE,
-        {"membership": "join"},
-        state_key=ALICE,
-        prevs=[create.event_id],
-        auth_state=c,
-        depth=2,
-    )
-    ca = {**c, ("m.room.member", ALICE): alice.event_id}
-    rules = room.build(
-        "m.room.join_rules",
-        ALICE,
-        {"join_rule": "public"},
-        state_key="",
-        prevs=[alice.event_id],
-        auth_state=ca,
-        depth=3,
-    )
-    full = {**ca, ("m.room.join_rules", ""): rules.event_id}
-    one = room.build(
-        "m.room.message",
-        ALICE,
-        {"body": "1"},
-        state_key=None,
-        prevs=[rules.event_id],
-        auth_state=full,
-        depth=4,
-    )
-    two = room.build(
-        "m.room.message",
-        ALICE,
-        {"body": "2"},
-        state_key=None,
-        prevs=[one.event_id],
-        auth_state=full,
-        depth=5,
-    )
-    bob = room.build(
-        "m.room.member",
-        BOB,
-        {"membership": "join"},
-        state_key=BOB,
-        prevs=[two.event_id],
-        auth_state=full,
-        depth=6,
-    )
+    chain = Chain(room)
+    create, alice, rules = chain.opening(ALICE)
+    one = chain.add("m.room.message", ALICE, {"body": "1"})
+    two = chain.add("m.room.message", ALICE, {"body": "2"})
+    bob = chain.add("m.room.member", BOB, {"membership": "join"}, BOB)
     return [create, alice, rules, one, two, bob]
 
 

@@ -27,7 +27,7 @@ from myelin.roomserver.types import (
 )
 from myelin.storage import Database
 
-from .rooms import SERVER, RoomScript, user
+from .rooms import SERVER, Chain, RoomScript, user
 
 ALICE, BOB, CAROL, DAVE, MALLORY = (user(n) for n in ("alice", "bob", "carol", "dave", "mallory"))
 PL: StateKey = ("m.room.power_levels", "")
@@ -133,35 +133,8 @@ async def test_join_state_loses_a_rejected_outlier(db: Database, log: DiskEventL
     rs = await Roomserver.open(db, log)
     room = RoomScript(rs, "10")
     room_id = room.room_id = f"!joined:{SERVER}"
-    create = room.build(
-        "m.room.create",
-        ALICE,
-        {"room_version": "10", "creator": ALICE},
-        state_key="",
-        prevs=[],
-        auth_state={},
-        depth=1,
-    )
+    create, alice, rules = Chain(room).opening(ALICE)
     c = {("m.room.create", ""): create.event_id}
-    alice = room.build(
-        "m.room.member",
-        ALICE,
-        {"membership": "join"},
-        state_key=ALICE,
-        prevs=[create.event_id],
-        auth_state=c,
-        depth=2,
-    )
-    ca = {**c, ("m.room.member", ALICE): alice.event_id}
-    rules = room.build(
-        "m.room.join_rules",
-        ALICE,
-        {"join_rule": "public"},
-        state_key="",
-        prevs=[alice.event_id],
-        auth_state=ca,
-        depth=3,
-    )
     # Power levels set by someone who is not in the room: rejected as an outlier.
     forged = room.build(
         "m.room.power_levels",
@@ -223,32 +196,10 @@ async def test_state_holding_an_outlier_rejected_later_authorises_nothing(
     rs = await Roomserver.open(db, log)
     room = RoomScript(rs, "10")
     room.room_id = f"!later:{SERVER}"
-    create = room.build(
-        "m.room.create",
-        ALICE,
-        {"room_version": "10", "creator": ALICE},
-        state_key="",
-        prevs=[],
-        auth_state={},
-        depth=1,
-    )
-    s: dict[StateKey, str] = {("m.room.create", ""): create.event_id}
-    chain = [create]
-
-    def add(event_type: str, sender: str, content: dict[str, Any], key: str) -> Event:
-        event = room.build(
-            event_type,
-            sender,
-            content,
-            state_key=key,
-            prevs=[chain[-1].event_id],
-            auth_state=s,
-            depth=len(chain) + 1,
-        )
-        chain.append(event)
-        s[event.state_tuple] = event.event_id
-        return event
-
+    chain = Chain(room)
+    add = chain.add
+    s = chain.state
+    add("m.room.create", ALICE, {"room_version": "10", "creator": ALICE}, "")
     add("m.room.member", ALICE, {"membership": "join"}, ALICE)
     pl1 = add("m.room.power_levels", ALICE, levels({ALICE: 100, BOB: 90}), "")
     add("m.room.join_rules", ALICE, {"join_rule": "public"}, "")
@@ -260,7 +211,7 @@ async def test_state_holding_an_outlier_rejected_later_authorises_nothing(
     forged = add("m.room.power_levels", BOB, levels({ALICE: 100, BOB: 90}, events_default=60), "")
     given = dict(s)
     dave = add("m.room.member", DAVE, {"membership": "join"}, DAVE)
-    history = chain[:-1]
+    history = chain.events[:-1]
 
     stored = await rs.input([InputEvent(e, InputKind.OUTLIER, Origin.FEDERATED) for e in history])
     assert [getattr(r, "status", r) for r in stored] == [Status.OUTLIER] * len(history)
